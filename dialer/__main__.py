@@ -1,0 +1,3 @@
+from dialer.cli import app
+
+app(prog_name="dialer")

@@ -1,0 +1,7 @@
+"""`dialer dnc` commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="(not yet built)", no_args_is_help=True)

@@ -1,0 +1,96 @@
+"""Settings from the environment, optionally from a TOML config file.
+
+Names are the environment variables operators already know from Zadarma's docs. The secret is a
+``SecretStr`` so it never shows in ``repr``, logs or tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PRODUCTION_API_URL = "https://api.zadarma.com"
+SANDBOX_API_URL = "https://api-sandbox.zadarma.com"
+DEFAULT_CONFIG_PATHS = (Path("dialer.toml"), Path.home() / ".config" / "dialer" / "config.toml")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    zadarma_key: str = Field(default="", validation_alias="ZADARMA_KEY")
+    zadarma_secret: SecretStr = Field(default=SecretStr(""), validation_alias="ZADARMA_SECRET")
+    zadarma_api_url: str = Field(default=PRODUCTION_API_URL, validation_alias="ZADARMA_API_URL")
+    database_url: str = Field(default="sqlite:///dialer.db", validation_alias="DIALER_DATABASE_URL")
+    timezone: str = Field(default="", validation_alias="DIALER_TIMEZONE")
+    webhook_host: str = Field(default="127.0.0.1", validation_alias="DIALER_WEBHOOK_HOST")
+    webhook_port: int = Field(default=0, validation_alias="DIALER_WEBHOOK_PORT")
+    webhook_path: str = Field(default="/zadarma", validation_alias="DIALER_WEBHOOK_PATH")
+    webhook_verify: bool = Field(default=True, validation_alias="DIALER_WEBHOOK_VERIFY")
+    http_timeout_s: float = Field(default=10.0, validation_alias="DIALER_HTTP_TIMEOUT")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the config file, so a one-off override never needs the file edited.
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+    def require_credentials(self) -> None:
+        if not self.zadarma_key or not self.zadarma_secret.get_secret_value():
+            raise ConfigError(
+                "ZADARMA_KEY and ZADARMA_SECRET are not set. Export them (from my.zadarma.com > Settings > API) "
+                "or put zadarma_key/zadarma_secret in dialer.toml. To try without an account run `dialer sim serve`."
+            )
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads ``$DIALER_CONFIG`` or the first of ``./dialer.toml``, ``~/.config/dialer/config.toml``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_path()
+        if path is None:
+            return {}
+        import tomllib
+
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        fields = self.settings_cls.model_fields
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            name = key.lower()
+            if name in fields:
+                out[name] = value
+            else:
+                for fname, finfo in fields.items():
+                    if str(finfo.validation_alias).lower() == name:
+                        out[fname] = value
+        return out
+
+
+def config_path() -> Path | None:
+    explicit = os.environ.get("DIALER_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return next((p for p in DEFAULT_CONFIG_PATHS if p.is_file()), None)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)
