@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dialer import __version__
-from dialer.commands import api, bench, campaign, db, dnc, sim
+from dialer.commands import api, bench, campaign, db, dnc, report, run, sim, webhooks
 from dialer.logs import setup_logging
 
 app = typer.Typer(
@@ -43,6 +43,11 @@ app.add_typer(campaign.app, name="campaign")
 app.add_typer(dnc.app, name="dnc")
 app.add_typer(db.app, name="db")
 app.add_typer(bench.app, name="bench")
+app.add_typer(webhooks.app, name="webhooks")
+app.command("run")(run.run)
+app.command("status")(run.status)
+app.command("reconcile")(run.reconcile)
+app.command("report")(report.report)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,6 +66,13 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(out, default=str, ensure_ascii=False))
 
 
+class _ExpectedSkips(logging.Filter):
+    """A tick asked for early (a call ended) while the previous one still runs is skipped on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("apscheduler") and "maximum number of running instances" in record.msg)
+
+
 def _quote(value: str) -> str:
     if value and not any(c in value for c in ' "=\n'):
         return value
@@ -85,6 +92,10 @@ def setup_logging(verbose: int = 0, *, json_lines: bool = False, stream: Any = N
     # httpx logs every request at INFO; keep it for -vv only.
     logging.getLogger("httpx").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.INFO if verbose >= 3 else logging.WARNING)
+    # APScheduler logs every job run at INFO, and Alembic every migration step; the daemon logs what matters.
+    logging.getLogger("apscheduler").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.INFO if verbose >= 3 else logging.WARNING)
+    handler.addFilter(_ExpectedSkips())
 
 
 def log_event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:

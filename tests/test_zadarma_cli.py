@@ -42,7 +42,7 @@ def test_balance_json(server: tuple[str, Behaviour]) -> None:
 
 
 def test_missing_credentials_is_a_clear_error(server: tuple[str, Behaviour]) -> None:
-    url, _ = server
+    _url, _ = server
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZADARMA_")}
     out = subprocess.run([sys.executable, "-m", "dialer", "api", "balance"], capture_output=True, text=True,
                          env=env, timeout=60, cwd="/")

@@ -113,7 +113,7 @@ def test_never_sends_while_budget_is_zero_and_waits_for_reset(server: tuple[str,
         client.balance()
         assert client.budget.available("general") == 0
         client.balance()
-    (_, first), (_, second) = b.received
+    (_, _first), (_, second) = b.received
     assert second >= b.reset_at, f"sent {b.reset_at - second:.2f}s before the reset"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,7 +36,9 @@ class GroupState:
     last_header_reset: float | None = None
     sent: int = 0
     rate_limited: int = 0
-    history: list[float] = field(default_factory=list)
+    # Send times within the last window: the statistics group also keeps to its limit in any sliding window.
+    history: deque[float] = field(default_factory=deque)
+    sliding: bool = False
 
 
 class BudgetExhausted(Exception):
@@ -65,6 +68,9 @@ class RateBudget:
         self._groups: dict[str, GroupState] = {}
         for name, limit in (limits or DEFAULT_LIMITS).items():
             self._groups[name] = GroupState(limit, window_s, limit, _next_boundary(now, window_s))
+        # "3 statistics requests a minute" holds for every minute, not only the server's fixed windows.
+        self._groups.setdefault(STATISTICS, GroupState(3, window_s, 3, _next_boundary(now, window_s)))
+        self._groups[STATISTICS].sliding = True
 
     def _state(self, group: str) -> GroupState:
         if group not in self._groups:
@@ -83,8 +89,24 @@ class RateBudget:
         """How many requests of ``group`` may be sent right now without waiting, keeping ``reserve`` back."""
         with self._lock:
             st = self._state(group)
-            self._roll(st, self._clock())
-            return max(0, st.remaining - reserve)
+            now = self._clock()
+            self._roll(st, now)
+            left = st.remaining - reserve
+            if st.sliding:
+                self._slide_wait(st, now)
+                left = min(left, st.limit - len(st.history))
+            return max(0, left)
+
+    @staticmethod
+    def _slide_wait(st: GroupState, now: float) -> float:
+        """Seconds until a sliding-window group may send again (0 if it may now)."""
+        if not st.sliding:
+            return 0.0
+        while st.history and st.history[0] <= now - st.window_s:
+            st.history.popleft()
+        if len(st.history) < st.limit:
+            return 0.0
+        return st.history[0] + st.window_s - now + RESET_SLACK_S
 
     def reset_in(self, group: str = GENERAL) -> float:
         with self._lock:
@@ -104,12 +126,15 @@ class RateBudget:
                 st = self._state(group)
                 now = self._clock()
                 self._roll(st, now)
-                if st.remaining > reserve:
+                slide_wait = self._slide_wait(st, now)
+                if st.remaining > reserve and slide_wait <= 0:
                     st.remaining -= 1
                     st.in_flight += 1
                     st.sent += 1
+                    if st.sliding:
+                        st.history.append(now)
                     return waited
-                delay = st.reset_at - now + RESET_SLACK_S
+                delay = slide_wait if st.remaining > reserve else st.reset_at - now + RESET_SLACK_S
             if not wait:
                 raise BudgetExhausted(group, max(0.0, delay))
             delay = max(0.01, delay)

@@ -150,12 +150,15 @@ class ZadarmaClient:
         params: Mapping[str, Any] | None = None,
         *,
         idempotent: bool | None = None,
+        wait_for_budget: bool = True,
     ) -> dict[str, Any]:
         """Send one API call and return its parsed body; retries what is safe to retry.
 
         ``idempotent`` defaults to True for GETs other than ``/v1/request/callback/``. A non-idempotent
         call is re-sent only after a failure that certainly did nothing (:class:`NotSentError`);
         an :class:`AmbiguousError` is raised to the caller, who must find out whether it happened.
+        With ``wait_for_budget=False`` an exhausted budget raises :class:`BudgetExhausted` at once instead
+        of sleeping until the window resets (the daemon never lets pacing wait).
         """
         http_method = http_method.upper()
         if not path.startswith("/v1/") or not path.endswith("/"):
@@ -179,7 +182,7 @@ class ZadarmaClient:
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(self._send_once, http_method, path, clean)
+        return retrying(self._send_once, http_method, path, clean, wait_for_budget)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -204,9 +207,9 @@ class ZadarmaClient:
             sleep_s,
         )
 
-    def _send_once(self, http_method: str, path: str, params: Params) -> dict[str, Any]:
+    def _send_once(self, http_method: str, path: str, params: Params, wait_for_budget: bool = True) -> dict[str, Any]:
         group = group_of(path)
-        self.budget.acquire(group)
+        self.budget.acquire(group, wait=wait_for_budget)
         query = params_string(params)
         headers = {
             "Authorization": f"{self.key}:{sign_string(path, query, self.__secret)}",
@@ -264,8 +267,10 @@ class ZadarmaClient:
             # A malformed response fails this call only, and never leaks the body's secrets (it has none).
             raise AmbiguousError(f"unexpected response shape: {exc.error_count()} problems", method=path) from None
 
-    def _get(self, model: type[R], path: str, params: Mapping[str, Any] | None = None) -> R:
-        return self._typed(model, self.request("GET", path, params), path)
+    def _get(
+        self, model: type[R], path: str, params: Mapping[str, Any] | None = None, *, wait_for_budget: bool = True
+    ) -> R:
+        return self._typed(model, self.request("GET", path, params, wait_for_budget=wait_for_budget), path)
 
     # -- typed methods (zadarma-api.md §4) ---------------------------------------------------------
 
@@ -278,7 +283,9 @@ class ZadarmaClient:
     def timezone(self) -> TimezoneInfo:
         return self._get(TimezoneInfo, "/v1/info/timezone/")
 
-    def callback(self, from_: str, to: str, *, sip: str | None = None, predicted: bool = True) -> CallbackResult:
+    def callback(
+        self, from_: str, to: str, *, sip: str | None = None, predicted: bool = True, wait_for_budget: bool = True
+    ) -> CallbackResult:
         """Ask Zadarma to connect ``from_`` and ``to``. With ``predicted`` it rings ``to`` first.
 
         Never re-sent after an ambiguous failure: that raises :class:`AmbiguousError`.
@@ -287,7 +294,8 @@ class ZadarmaClient:
         if predicted:
             params["predicted"] = "1"
         path = "/v1/request/callback/"
-        return self._typed(CallbackResult, self.request("GET", path, params, idempotent=False), path)
+        body = self.request("GET", path, params, idempotent=False, wait_for_budget=wait_for_budget)
+        return self._typed(CallbackResult, body, path)
 
     def sip_list(self) -> SipList:
         return self._get(SipList, "/v1/sip/")
@@ -328,6 +336,7 @@ class ZadarmaClient:
         call_type: str | None = None,
         skip: int | None = None,
         limit: int | None = None,
+        wait_for_budget: bool = True,
     ) -> Statistics:
         params = {
             "start": start,
@@ -338,7 +347,7 @@ class ZadarmaClient:
             "skip": skip,
             "limit": limit,
         }
-        return self._get(Statistics, "/v1/statistics/", params)
+        return self._get(Statistics, "/v1/statistics/", params, wait_for_budget=wait_for_budget)
 
     def pbx_statistics(
         self,
@@ -348,9 +357,10 @@ class ZadarmaClient:
         call_type: str | None = None,
         skip: int | None = None,
         limit: int | None = None,
+        wait_for_budget: bool = True,
     ) -> PbxStatistics:
         params = {"start": start, "end": end, "version": 2, "call_type": call_type, "skip": skip, "limit": limit}
-        return self._get(PbxStatistics, "/v1/statistics/pbx/", params)
+        return self._get(PbxStatistics, "/v1/statistics/pbx/", params, wait_for_budget=wait_for_budget)
 
     def pbx_internal(self) -> PbxInternal:
         return self._get(PbxInternal, "/v1/pbx/internal/")

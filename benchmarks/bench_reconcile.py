@@ -1,0 +1,84 @@
+"""Matching statistics rows to attempts: 100,000 callbacks, their customer legs and the PBX legs of the answered.
+
+    .venv/bin/python benchmarks/bench_reconcile.py [--attempts 100000]
+
+Times storing the rows (deduplicated insert) and matching them (number + time, one-to-one, outcomes through the
+contact state machine), without HTTP: the statistics budget, not the CPU, bounds fetching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dialer.db import open_database, session_scope
+from dialer.models import Attempt, Campaign, Contact, utcnow
+from dialer.reconcile import Reconciler
+
+FMT = "%Y-%m-%d %H:%M:%S"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attempts", type=int, default=100_000)
+    args = ap.parse_args()
+    n = args.attempts
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = open_database(f"sqlite:///{tmp}/bench.db")
+        with session_scope(db) as s:
+            c = Campaign(name="bench", from_number="442037691880", state="running")
+            s.add(c)
+            s.flush()
+            cid = c.id
+        now = utcnow()
+        start = now - timedelta(hours=20)
+        contacts, attempts, out_rows, in_rows = [], [], [], []
+        for i in range(n):
+            phone = f"+4420{7000000 + i:08d}"
+            placed = start + timedelta(seconds=i * 0.7)
+            contacts.append({"id": i + 1, "campaign_id": cid, "phone": phone, "state": "dialing", "attempts": 1,
+                             "fields": {}, "timezones": [], "priority": 0, "created_at": now, "updated_at": now})
+            attempts.append({"id": i + 1, "campaign_id": cid, "contact_id": i + 1, "phone": phone, "state": "placed",
+                             "created_at": placed, "sent_at": placed, "placed_at": placed, "live": True,
+                             "updated_at": now})
+            answered = rng.random() < 0.3
+            token = f"{i:012d}"
+            out_rows.append({"call_id": f"{int(placed.timestamp())}.{i}1", "sip": "", "clid": "442037691880",
+                             "callstart": placed.strftime(FMT), "destination": phone[1:],
+                             "disposition": "answered" if answered else rng.choice(["busy", "no answer"]),
+                             "seconds": 0, "is_recorded": "false", "pbx_call_id": "out_" + token})
+            if answered:
+                at = placed + timedelta(seconds=rng.uniform(4, 14))
+                in_rows.append({"call_id": f"{int(at.timestamp())}.{i}2", "sip": "100", "clid": phone[1:],
+                                "callstart": at.strftime(FMT), "destination": "100", "disposition": "answered",
+                                "seconds": rng.randint(10, 400), "is_recorded": "false", "pbx_call_id": "in_" + token})
+        with db.begin() as conn:
+            conn.execute(sa.insert(Contact), contacts)
+            conn.execute(sa.insert(Attempt), attempts)
+        rec = Reconciler(db, None, account_offset=timedelta(0))
+        rows = out_rows + in_rows
+        t0 = time.perf_counter()
+        new = rec.store_rows("pbx", rows)
+        t1 = time.perf_counter()
+        result = rec.match(datetime.now(UTC))
+        t2 = time.perf_counter()
+        again = rec.match(datetime.now(UTC))
+        t3 = time.perf_counter()
+    print(f"| {n:,} attempts, {len(rows):,} rows ({len(out_rows):,} customer + {len(in_rows):,} PBX legs) "
+          f"| store {t1 - t0:.1f} s | match {t2 - t1:.1f} s | total {t2 - t0:.1f} s | re-run {t3 - t2:.1f} s |")
+    assert new == len(rows) and result.completed == n, (new, result.completed)
+    assert again.completed == 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""`dialer run`: the long-running process. Wiring only: jobs, the webhook server, signals, shutdown.
+
+Jobs are built from the database at start-up and kept in sync with it (a campaign started from the CLI
+gets its pacing job within seconds); nothing is pickled. SIGTERM or Ctrl-C stops new calls at once, lets
+in-flight requests finish, marks any still unanswered as uncertain, and exits within 10 seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine as DbEngine
+from sqlmodel import col, func, select
+
+from dialer.db import open_database, session_scope
+from dialer.engine import Engine, EngineConfig
+from dialer.kv import put_value
+from dialer.logs import log_event
+from dialer.models import LIVE_ATTEMPT_STATES, Attempt, Campaign, EventLog, utcnow
+from dialer.reconcile import ReconcileConfig, Reconciler
+from dialer.settings import Settings
+from dialer.status import STATUS_KEY
+from dialer.zadarma import GENERAL, STATISTICS, Timeouts, ZadarmaClient, ZadarmaError
+
+log = logging.getLogger("dialer.daemon")
+
+LOW_BALANCE = "low balance"
+
+
+@dataclass
+class DaemonConfig:
+    """Every interval is a setting, so the daemon paces well against a simulator running faster than life."""
+
+    tick_s: float = 1.0
+    reconcile_every_s: float = 20.0
+    balance_every_s: float = 60.0
+    balance_floor: float = 0.0
+    heartbeat_every_s: float = 2.0
+    sync_every_s: float = 2.0
+    webhooks: bool = True
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int = 0
+    webhook_path: str = "/zadarma"
+    webhook_verify: bool = True
+    live_silence_s: float = 120.0
+    wrapup_s: float = 0.0
+    overlap_s: float = 300.0
+    uncertain_grace_s: float = 900.0
+    pbx_leg_grace_s: float = 300.0
+    stop_timeout_s: float = 8.0
+    http_read_timeout_s: float = 15.0
+    until_finished: bool = False
+    max_runtime_s: float = 0.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, config: DaemonConfig, *, db: DbEngine | None = None) -> None:
+        self.settings = settings
+        self.config = config
+        self.db = db or open_database(settings.database_url)
+        self.client = ZadarmaClient.from_settings(settings, timeouts=Timeouts(read=config.http_read_timeout_s))
+        self.stop_event = threading.Event()
+        self.started_at = utcnow()
+        self.live: Any = None
+        self.metrics: Any = None
+        self.webhook_server: Any = None
+        self.engine = Engine(self.db, self.client, config=EngineConfig(tick_s=config.tick_s))
+        self.reconciler = Reconciler(
+            self.db,
+            self.client,
+            config=ReconcileConfig(
+                overlap_s=config.overlap_s,
+                uncertain_grace_s=config.uncertain_grace_s,
+                pbx_leg_grace_s=config.pbx_leg_grace_s,
+            ),
+        )
+        self.scheduler = BackgroundScheduler(
+            executors={"default": JobPool(max_workers=8)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self._last_reconcile_ok = 0.0
+        self._silent_logged = False
+        self._errors: list[str] = []
+
+    # -- start and stop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        recovered = self.engine.recover()
+        self._start_webhooks()
+        now = datetime.now(UTC)
+        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        self.scheduler.add_job(self.sync_jobs, "interval", seconds=self.config.sync_every_s, id="sync",
+                               next_run_time=now)
+        self.scheduler.add_job(self.reconcile, "interval", seconds=self.config.reconcile_every_s, id="reconcile",
+                               next_run_time=now)
+        self.scheduler.add_job(self.check_balance, "interval", seconds=self.config.balance_every_s, id="balance",
+                               next_run_time=now)
+        self.scheduler.add_job(self.heartbeat, "interval", seconds=self.config.heartbeat_every_s, id="heartbeat",
+                               next_run_time=now)
+        log_event(log, logging.INFO, "daemon started", pid=os.getpid(), recovered=recovered,
+                  api=self.client.base_url, live=self.live is not None)
+        self.scheduler.start()
+        deadline = time.monotonic() + self.config.max_runtime_s if self.config.max_runtime_s else None
+        try:
+            while not self.stop_event.wait(0.2):
+                if deadline is not None and time.monotonic() > deadline:
+                    log_event(log, logging.INFO, "maximum run time reached; stopping")
+                    break
+                if self.config.until_finished and self._all_done():
+                    log_event(log, logging.INFO, "every campaign finished and reconciled; stopping")
+                    break
+        finally:
+            self.shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: Any) -> None:
+            log_event(log, logging.WARNING, "stop requested", signal=signal.Signals(signum).name)
+            # Stop placing at once: the flag is checked before every claim and every send.
+            self.engine.stop()
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def shutdown(self) -> None:
+        started = time.monotonic()
+        self.engine.stop()
+        self.stop_event.set()
+        with contextlib.suppress(Exception):  # already stopped
+            self.scheduler.shutdown(wait=False)
+        self.engine.close(timeout=self.config.stop_timeout_s)
+        # Jobs still running (a reconcile page, a balance check) get what is left of the stop budget.
+        waiter = threading.Thread(target=self._wait_jobs, daemon=True)
+        waiter.start()
+        waiter.join(max(0.5, self.config.stop_timeout_s - (time.monotonic() - started)))
+        self.engine.store_agent_seconds()
+        if self.webhook_server is not None:
+            self.webhook_server.stop(timeout=2.0)
+        self.heartbeat(state="stopped")
+        self.client.close()
+        log_event(log, logging.INFO, "daemon stopped", seconds=round(time.monotonic() - started, 2))
+
+    def _wait_jobs(self) -> None:
+        with contextlib.suppress(Exception):
+            self.scheduler._executors["default"].shutdown(wait=True)
+
+    # -- jobs -----------------------------------------------------------------------------------------
+
+    def sync_jobs(self) -> None:
+        """Give every running campaign a pacing job and drop the jobs of campaigns that stopped."""
+        if self.stop_event.is_set():
+            return
+        running = set(self.engine.running_campaign_ids())
+        existing = {int(j.id.split(":")[1]) for j in self.scheduler.get_jobs() if j.id.startswith("pace:")}
+        if self.live is not None:
+            self._configure_live(running)
+        for cid in running - existing:
+            self.scheduler.add_job(self.engine.tick, "interval", seconds=self.config.tick_s, args=[cid],
+                                   id=f"pace:{cid}", next_run_time=datetime.now(UTC))
+            log_event(log, logging.INFO, "pacing campaign", campaign_id=cid)
+        for cid in existing - running:
+            self.scheduler.remove_job(f"pace:{cid}")
+            log_event(log, logging.INFO, "stopped pacing campaign", campaign_id=cid)
+
+    def _configure_live(self, campaign_ids: set[int]) -> None:
+        """Tell the live state which agents each running campaign has (they may change with `campaign set`)."""
+        with session_scope(self.db, write=False) as s:
+            campaigns = s.exec(select(Campaign).where(col(Campaign.id).in_(campaign_ids))).all()
+        now = time.time()
+        for c in campaigns:
+            self.live.configure_campaign(c.id, extensions=tuple(c.agent_extensions), agents=c.agents, now=now)
+
+    def tick_now(self, campaign_id: int) -> None:
+        """Something pacing cares about happened (an answer, an end): tick now, not at the next second."""
+        job = self.scheduler.get_job(f"pace:{campaign_id}")
+        if job is not None and not self.stop_event.is_set():
+            job.modify(next_run_time=datetime.now(UTC))
+
+    def reconcile(self) -> None:
+        if self.stop_event.is_set():
+            return
+        result = self.reconciler.run_once(stop=self.stop_event)
+        if not result.incomplete:
+            self._last_reconcile_ok = time.time()
+
+    def check_balance(self) -> None:
+        if self.stop_event.is_set() or self.client.budget.available(GENERAL) < 1:
+            return
+        try:
+            balance = float(self.client.balance().balance)
+        except ZadarmaError as exc:
+            self._note_error(f"balance check failed: {exc}")
+            return
+        floor = self.config.balance_floor
+        with session_scope(self.db) as s:
+            if floor and balance < floor:
+                for c in s.exec(select(Campaign).where(col(Campaign.state) == "running")).all():
+                    c.state, c.pause_reason, c.updated_at = "paused", f"{LOW_BALANCE}: {balance:.2f} < {floor:.2f}", utcnow()
+                    s.add(c)
+                    s.add(EventLog(campaign_id=c.id, level="warning", kind="paused", message=c.pause_reason))
+                    log_event(log, logging.WARNING, "campaign paused: balance below floor", campaign=c.name,
+                              balance=balance, floor=floor)
+            else:
+                for c in s.exec(select(Campaign).where(col(Campaign.state) == "paused")).all():
+                    if (c.pause_reason or "").startswith(LOW_BALANCE):
+                        c.state, c.pause_reason, c.updated_at = "running", None, utcnow()
+                        s.add(c)
+                        s.add(EventLog(campaign_id=c.id, kind="resumed", message=f"balance {balance:.2f} recovered"))
+                        log_event(log, logging.INFO, "campaign resumed: balance recovered", campaign=c.name)
+            put_value(s, "daemon:balance", {"balance": balance, "at": utcnow().isoformat()})
+
+    def heartbeat(self, state: str = "running") -> None:
+        self.engine.store_agent_seconds()
+        live_now = self.live is not None and not self._live_silent()
+        status: dict[str, Any] = {
+            "pid": os.getpid(),
+            "state": state,
+            "started_at": self.started_at.isoformat(),
+            "updated_at": utcnow().isoformat(),
+            "api_url": self.client.base_url,
+            "budget": self.client.budget.snapshot(),
+            "live": live_now,
+            "errors": self._errors[-5:],
+            "config": {k: v for k, v in asdict(self.config).items() if "secret" not in k},
+        }
+        if self.live is not None:
+            status["live_state"] = self.live.snapshot()
+        with session_scope(self.db) as s:
+            put_value(s, STATUS_KEY, status)
+
+    # -- webhooks and live state ---------------------------------------------------------------------
+
+    def _start_webhooks(self) -> None:
+        if not self.config.webhooks or not self.config.webhook_port:
+            log_event(log, logging.WARNING,
+                      "running without real-time events: no webhook port configured; outcomes come from "
+                      "statistics only (set --webhook-port and point Zadarma's PBX notifications at it)")
+            return
+        from dialer.asgi_thread import ServerThread
+        from dialer.live import LiveState
+        from dialer.metrics import Metrics
+        from dialer.webhooks import create_webhook_app
+
+        self.metrics = Metrics(budget=self.client.budget)
+        self.live = LiveState(wrapup_s=self.config.wrapup_s, metrics=self.metrics)
+        self.live.subscribe(self.tick_now)
+        app = create_webhook_app(
+            self.db,
+            secret=self.settings.zadarma_secret.get_secret_value(),
+            live=self.live,
+            path=self.config.webhook_path,
+            verify=self.config.webhook_verify,
+            metrics=self.metrics,
+        )
+        self.webhook_server = ServerThread(app, self.config.webhook_host, self.config.webhook_port).start()
+        self.engine.live = self.live
+        self.engine.live_observer = self._live_observation
+        log_event(log, logging.INFO, "webhook server listening",
+                  url=f"{self.webhook_server.url}{self.config.webhook_path}")
+
+    def _live_silent(self) -> bool:
+        return bool(self.live.is_silent(time.time(), self.config.live_silence_s))
+
+    def _live_observation(self, campaign: Campaign, now: float) -> Any:
+        """The live view while webhooks flow; None (fall back to statistics) when they fall silent."""
+        if self.live is None:
+            return None
+        if self._live_silent():
+            if not self._silent_logged:
+                log_event(log, logging.WARNING, "no webhook events lately: pacing from statistics only",
+                          silence_s=self.config.live_silence_s)
+                self._silent_logged = True
+            return None
+        if self._silent_logged:
+            log_event(log, logging.INFO, "webhook events flowing again: pacing from live state")
+            self._silent_logged = False
+        return self.live.observation(campaign, now)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _all_done(self) -> bool:
+        with session_scope(self.db, write=False) as s:
+            running = s.exec(select(func.count()).select_from(Campaign).where(col(Campaign.state) == "running")).one()
+            live = s.exec(
+                select(func.count()).select_from(Attempt).where(col(Attempt.state).in_(LIVE_ATTEMPT_STATES))
+            ).one()
+        return running == 0 and live == 0 and self._last_reconcile_ok > 0
+
+    def _on_job_event(self, event: JobExecutionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log_event(log, logging.INFO, "job ran late", job=event.job_id)
+        elif event.exception is not None:
+            self._note_error(f"{event.job_id}: {type(event.exception).__name__}: {event.exception}")
+            log.error("job %s failed", event.job_id, exc_info=event.exception)
+
+    def _note_error(self, message: str) -> None:
+        self._errors.append(f"{utcnow().isoformat(timespec='seconds')} {message}")
+        self._errors = self._errors[-20:]
+        log_event(log, logging.WARNING, message)
+
+
+def run_daemon(settings: Settings, config: DaemonConfig, *, on_ready: Callable[[Daemon], None] | None = None) -> int:
+    settings.require_credentials()
+    daemon = Daemon(settings, config)
+    if on_ready is not None:
+        on_ready(daemon)
+    return daemon.run()
+
+
+__all__ = ["STATISTICS", "Daemon", "DaemonConfig", "run_daemon"]

@@ -1,0 +1,688 @@
+"""Live call and agent state, folded from PBX webhooks and from the engine's own placements.
+
+One ``LiveState`` per process, shared by the webhook server (which writes it) and the daemon's tick (which reads it
+through ``view`` and ``drain_finished``). Every method is thread-safe. Times are float unix seconds and every method
+that changes state takes ``now`` explicitly, so replaying stored events with their receive times rebuilds exactly the
+decisions taken live (wrap-up ends and longest-idle choices depend on time).
+
+Agents are PBX extensions and belong to the PBX, not to a campaign: an agent talking on campaign B's call (or on an
+inbound call) is busy for campaign A too. A campaign names its extensions (``Campaign.agent_extensions``) or only a
+count (``Campaign.agents``); with a count, the extensions are learned from the events of its calls.
+
+Call states: ``ringing`` (placed, customer not answered yet) -> ``waiting`` (customer answered, NOTIFY_START seen, no
+agent yet) -> ``routed`` (an agent was named by our ``redirect`` or rings, NOTIFY_INTERNAL) -> ``talking``
+(NOTIFY_ANSWER) -> ``ended``. In a ``LiveView`` a routed call's agent counts as talking (the agent is taken) and the
+call is not waiting, so a pacing policy never counts one answered customer twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from dialer.pacing.observation import FinishedCall, Observation
+
+if TYPE_CHECKING:
+    from dialer.metrics import Metrics
+
+
+class CampaignLike(Protocol):
+    """What ``observation`` reads of a campaign (``dialer.models.Campaign`` fits)."""
+
+    id: int | None
+    agents: int
+    agent_extensions: list[str]
+
+
+RINGING, WAITING, ROUTED, TALKING, ENDED, ANSWERED_UNKNOWN = (
+    "ringing",
+    "waiting",
+    "routed",
+    "talking",
+    "ended",
+    "answered_unknown",
+)
+IDLE, RESERVED, AGENT_TALKING, WRAPUP, OFFLINE = "idle", "reserved", "talking", "wrapup", "offline"
+# How long an ended call stays known, so late events (OUT_END after END, resent events) still find it.
+KEEP_ENDED_S = 900.0
+# An agent reserved by our redirect whose call never reports ANSWER or END (dropped webhook) is released after this.
+RESERVATION_TIMEOUT_S = 60.0
+# A talking agent whose END was lost is freed after this; no real call-centre call lasts 4 hours.
+STALE_TALK_S = 4 * 3600.0
+# Finished calls kept for a reader that does not drain them.
+MAX_UNDRAINED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """One campaign at ``now``: the live fields of ``dialer.pacing.observation.Observation`` plus detail.
+
+    ``idle_agents`` is (extension, idle since), longest idle first; with a count-only campaign whose extensions are
+    not learned yet ``idle`` may exceed ``len(idle_agents)``. ``talking`` is (extension, since) for the agents counted
+    in ``talking_since`` (unknown extensions show as ``""``).
+    """
+
+    campaign_id: int
+    now: float
+    agents_logged_in: int
+    idle: int
+    talking_since: tuple[float, ...]
+    wrapup_since: tuple[float, ...]
+    ringing_since: tuple[float, ...]
+    waiting: int
+    idle_agents: tuple[tuple[str, float], ...] = ()
+    talking: tuple[tuple[str, float], ...] = ()
+    last_event_at: float | None = None
+
+
+@dataclass(slots=True)
+class LiveCall:
+    attempt_id: int
+    campaign_id: int
+    phone: str
+    placed_at: float
+    state: str = RINGING
+    answered_at: float | None = None
+    agent: str | None = None
+    connected_at: float | None = None
+    ended_at: float | None = None
+    finished: bool = False  # a FinishedCall was emitted (exactly one per call)
+    pbx_ids: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class _Agent:
+    extension: str
+    state: str = IDLE
+    since: float = 0.0
+    idle_since: float = 0.0
+    wrapup_until: float | None = None
+    wrapup_campaign: int | None = None
+    pbx_call_id: str | None = None
+    attempt_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Campaign:
+    campaign_id: int
+    extensions: list[str] = field(default_factory=list)
+    count: int = 0
+    learned: list[str] = field(default_factory=list)
+    wrapup_s: float = 0.0
+    configured: bool = False
+    finished: list[FinishedCall] = field(default_factory=list)
+    wrapups_done: list[float] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[str]:
+        return self.extensions or self.learned
+
+
+@dataclass(frozen=True, slots=True)
+class EndResult:
+    """What ``call_ended`` learned: whether an agent had answered, who, and the FinishedCall if one was emitted."""
+
+    agent_answered: bool
+    agent: str | None
+    answered_at: float | None
+    connected_at: float | None
+    placed_at: float | None
+    finished: FinishedCall | None
+
+
+class LiveState:
+    """Thread-safe live state of every campaign. See the module docstring for the model."""
+
+    def __init__(
+        self,
+        *,
+        wrapup_s: float | Mapping[int, float] = 0.0,
+        ring_timeout_s: float = 120.0,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._default_wrapup = float(wrapup_s) if isinstance(wrapup_s, int | float) else 0.0
+        self._wrapup_map: dict[int, float] = (
+            {} if isinstance(wrapup_s, int | float) else {int(k): float(v) for k, v in wrapup_s.items()}
+        )
+        self.ring_timeout_s = ring_timeout_s
+        self.metrics = metrics
+        self._campaigns: dict[int, _Campaign] = {}
+        self._agents: dict[str, _Agent] = {}
+        self._calls: dict[int, LiveCall] = {}
+        self._pbx: dict[str, int] = {}
+        self._subscribers: list[Callable[[int], None]] = []
+        self._last_event_at: float | None = None
+        self._placed_since_event: float | None = None
+        self._events = 0
+        self._last_sweep = 0.0
+
+    # --- configuration ----------------------------------------------------------------------------------
+
+    def configure_campaign(
+        self,
+        campaign_id: int,
+        *,
+        extensions: Iterable[str] = (),
+        agents: int = 0,
+        wrapup_s: float | None = None,
+        now: float = 0.0,
+    ) -> None:
+        """Declare (or update) a campaign's agents: a list of extensions, or only a count (learned from events)."""
+        with self._lock:
+            camp = self._campaign(campaign_id)
+            camp.extensions = [str(e) for e in extensions]
+            camp.count = int(agents)
+            camp.configured = True
+            if wrapup_s is not None:
+                self._wrapup_map[campaign_id] = float(wrapup_s)
+            camp.wrapup_s = self._wrapup_map.get(campaign_id, self._default_wrapup)
+            for ext in camp.extensions:
+                self._agent(ext, now)
+
+    def is_configured(self, campaign_id: int) -> bool:
+        with self._lock:
+            camp = self._campaigns.get(campaign_id)
+            return camp is not None and camp.configured
+
+    def set_agent_online(self, extension: str, online: bool, now: float) -> None:
+        """Presence from another source (e.g. ``/v1/pbx/internal/<N>/status/`` polling)."""
+        with self._lock:
+            agent = self._agent(extension, now)
+            if not online:
+                agent.state, agent.since = OFFLINE, now
+            elif agent.state == OFFLINE:
+                agent.state, agent.since, agent.idle_since = IDLE, now, now
+
+    def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """``callback(campaign_id)`` runs (on the webhook worker thread, outside any lock) when a customer answers,
+        an agent answers or a call ends. Returns a function that unsubscribes."""
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def notify(self, campaign_ids: Iterable[int]) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for campaign_id in dict.fromkeys(campaign_ids):
+            for callback in subscribers:
+                callback(campaign_id)
+
+    # --- the engine's side ------------------------------------------------------------------------------
+
+    def call_placed(self, campaign_id: int, attempt_id: int, phone: str, placed_at: float) -> None:
+        """The engine sent a callback for ``attempt_id`` (call it when the request is sent, before the answer)."""
+        with self._lock:
+            self._campaign(campaign_id)
+            if attempt_id not in self._calls:
+                self._calls[attempt_id] = LiveCall(attempt_id, campaign_id, phone, placed_at)
+                if self.metrics is not None:
+                    self.metrics.call_placed(campaign_id)
+            if self._placed_since_event is None:
+                self._placed_since_event = placed_at
+
+    def call_failed(self, campaign_id: int, attempt_id: int, now: float | None = None) -> None:
+        """The callback was refused or certainly never placed: forget the call (no FinishedCall)."""
+        with self._lock:
+            call = self._calls.pop(attempt_id, None)
+            if call is not None:
+                for pbx in call.pbx_ids:
+                    self._pbx.pop(pbx, None)
+
+    # --- silence ----------------------------------------------------------------------------------------
+
+    @property
+    def last_event_at(self) -> float | None:
+        with self._lock:
+            return self._last_event_at
+
+    @property
+    def events_seen(self) -> int:
+        with self._lock:
+            return self._events
+
+    def event_received(self, now: float) -> None:
+        with self._lock:
+            self._events += 1
+            if self._last_event_at is None or now > self._last_event_at:
+                self._last_event_at = now
+            self._placed_since_event = None
+
+    def is_silent(self, now: float, timeout_s: float) -> bool:
+        """True when calls were placed more than ``timeout_s`` ago and no webhook arrived since (or none ever did
+        and nothing is being dialled): the daemon should then pace from statistics and log that it does."""
+        with self._lock:
+            if self._last_event_at is None:
+                return True
+            if self._placed_since_event is not None:
+                return now - self._placed_since_event > timeout_s
+            return False
+
+    # --- reading ----------------------------------------------------------------------------------------
+
+    def view(self, campaign_id: int, now: float) -> LiveView:
+        with self._lock:
+            self._sweep(now)
+            camp = self._campaign(campaign_id)
+            talking: list[tuple[str, float]] = []
+            wrapup: list[float] = []
+            idle: list[tuple[str, float]] = []
+            logged = 0
+            if camp.extensions:
+                for ext in camp.extensions:
+                    agent = self._agent(ext, now)
+                    if agent.state == OFFLINE:
+                        continue
+                    logged += 1
+                    if agent.state in (RESERVED, AGENT_TALKING):
+                        talking.append((ext, agent.since))
+                    elif agent.state == WRAPUP:
+                        wrapup.append(agent.since)
+                    else:
+                        idle.append((ext, agent.idle_since))
+                idle_count = len(idle)
+            else:
+                offline = 0
+                for ext in camp.learned:
+                    agent = self._agent(ext, now)
+                    if agent.state == OFFLINE:
+                        offline += 1
+                    elif agent.state in (RESERVED, AGENT_TALKING):
+                        talking.append((ext, agent.since))
+                    elif agent.state == WRAPUP:
+                        wrapup.append(agent.since)
+                    else:
+                        idle.append((ext, agent.idle_since))
+                # This campaign's calls talking to an agent we could not name still hold an agent.
+                for call in self._calls.values():
+                    if call.campaign_id == campaign_id and call.state == TALKING and not call.agent:
+                        talking.append(("", call.connected_at or now))
+                logged = max(0, camp.count - offline)
+                idle_count = max(0, logged - len(talking) - len(wrapup))
+            idle.sort(key=lambda item: item[1])
+            ringing = sorted(
+                c.placed_at
+                for c in self._calls.values()
+                if c.campaign_id == campaign_id
+                and c.state == RINGING
+                and now - c.placed_at <= self.ring_timeout_s
+            )
+            waiting = sum(
+                1 for c in self._calls.values() if c.campaign_id == campaign_id and c.state == WAITING
+            )
+            return LiveView(
+                campaign_id=campaign_id,
+                now=now,
+                agents_logged_in=logged,
+                idle=idle_count,
+                talking_since=tuple(sorted(s for _, s in talking)),
+                wrapup_since=tuple(sorted(wrapup)),
+                ringing_since=tuple(ringing),
+                waiting=waiting,
+                idle_agents=tuple(idle),
+                talking=tuple(sorted(talking, key=lambda item: item[1])),
+                last_event_at=self._last_event_at,
+            )
+
+    def observation(self, campaign: CampaignLike, now: float) -> Observation:
+        """The pacing ``Observation`` of ``campaign`` at ``now`` from live state (``live=True``), with the calls and
+        wrap-ups finished since the previous call drained into it. The caller fills the database-side fields
+        (abandon counts, budget, time of day) with ``dataclasses.replace``."""
+        campaign_id = int(campaign.id or 0)
+        if not self.is_configured(campaign_id):
+            self.configure_campaign(
+                campaign_id, extensions=list(campaign.agent_extensions or []), agents=campaign.agents, now=now
+            )
+        view = self.view(campaign_id, now)
+        return Observation(
+            now=now,
+            time_of_day=0.0,
+            agents_logged_in=view.agents_logged_in,
+            idle=view.idle,
+            talking_since=view.talking_since,
+            wrapup_since=view.wrapup_since,
+            ringing_since=view.ringing_since,
+            waiting=view.waiting,
+            finished=tuple(self.drain_finished(campaign_id)),
+            wrapups_finished=tuple(self.drain_wrapups(campaign_id, now)),
+            live=True,
+        )
+
+    def snapshot(self, now: float | None = None) -> dict[str, object]:
+        """A JSON-able summary for status output."""
+        now = time.time() if now is None else now
+        with self._lock:
+            campaigns = sorted(self._campaigns)
+            last, events = self._last_event_at, self._events
+        out: dict[str, object] = {
+            "events": events,
+            "last_event_age_s": None if last is None else round(now - last, 3),
+            "campaigns": {},
+        }
+        per: dict[str, object] = {}
+        for campaign_id in campaigns:
+            v = self.view(campaign_id, now)
+            per[str(campaign_id)] = {
+                "agents_logged_in": v.agents_logged_in,
+                "idle": v.idle,
+                "talking": [{"extension": e, "since": s} for e, s in v.talking],
+                "wrapup": len(v.wrapup_since),
+                "ringing": len(v.ringing_since),
+                "waiting": v.waiting,
+            }
+        out["campaigns"] = per
+        return out
+
+    def drain_finished(self, campaign_id: int) -> list[FinishedCall]:
+        """Calls of the campaign that finished since the previous drain, in the order they finished."""
+        with self._lock:
+            camp = self._campaign(campaign_id)
+            out, camp.finished = camp.finished, []
+            return out
+
+    def drain_wrapups(self, campaign_id: int, now: float) -> list[float]:
+        """Durations of the campaign's agents' wrap-ups that ended since the previous drain."""
+        with self._lock:
+            self._sweep(now, force=True)
+            camp = self._campaign(campaign_id)
+            out, camp.wrapups_done = camp.wrapups_done, []
+            return out
+
+    def call(self, attempt_id: int) -> LiveCall | None:
+        with self._lock:
+            return self._calls.get(attempt_id)
+
+    def attempt_for(self, pbx_call_id: str | None) -> int | None:
+        if not pbx_call_id:
+            return None
+        with self._lock:
+            return self._pbx.get(pbx_call_id)
+
+    def campaigns(self) -> list[int]:
+        with self._lock:
+            return sorted(self._campaigns)
+
+    # --- folding events (called by dialer.webhooks) -----------------------------------------------------
+
+    def ensure_call(self, campaign_id: int, attempt_id: int, phone: str, placed_at: float) -> LiveCall:
+        """The call for ``attempt_id``, created from the attempt when the engine did not announce it."""
+        with self._lock:
+            call = self._calls.get(attempt_id)
+            if call is None:
+                self._campaign(campaign_id)
+                call = self._calls[attempt_id] = LiveCall(attempt_id, campaign_id, phone, placed_at)
+            return call
+
+    def link(self, pbx_call_id: str | None, attempt_id: int) -> None:
+        if not pbx_call_id:
+            return
+        with self._lock:
+            self._pbx[pbx_call_id] = attempt_id
+            call = self._calls.get(attempt_id)
+            if call is not None:
+                call.pbx_ids.add(pbx_call_id)
+
+    def out_ended(
+        self, attempt_id: int, now: float, disposition: str, *, answered: bool
+    ) -> FinishedCall | None:
+        """NOTIFY_OUT_END. A customer who never answered finishes the call here; an answered customer leg only
+        stops counting as ringing (the PBX leg's events say whether an agent took it)."""
+        with self._lock:
+            call = self._calls.get(attempt_id)
+            if call is None or call.finished:
+                return None
+            if answered:
+                if call.state == RINGING:
+                    call.state, call.answered_at = ANSWERED_UNKNOWN, now
+                return None
+            call.state, call.ended_at = ENDED, now
+            return self._emit(
+                call,
+                FinishedCall(
+                    call.placed_at, now, False, False, False, max(0.0, now - call.placed_at), 0.0, disposition
+                ),
+            )
+
+    def customer_answered(self, attempt_id: int, now: float) -> None:
+        """NOTIFY_START for our customer: the call waits for an agent."""
+        with self._lock:
+            call = self._calls.get(attempt_id)
+            if call is not None and call.state in (RINGING, ANSWERED_UNKNOWN):
+                call.state = WAITING
+                call.answered_at = call.answered_at or now
+
+    def route(
+        self, campaign_id: int, attempt_id: int, pbx_call_id: str | None, now: float
+    ) -> tuple[str, str | None]:
+        """Pick the agent for an answered customer and reserve them.
+
+        Returns ("agent", extension) for the longest-idle free agent of the call's campaign, ("pbx", None) when
+        agents are free but not known by extension (count-only campaign: let the PBX choose), or ("none", None)
+        when nobody is free.
+        """
+        with self._lock:
+            self._sweep(now, force=True)
+            call = self._calls.get(attempt_id)
+            view = self.view(campaign_id, now)
+            if view.idle_agents:
+                ext = view.idle_agents[0][0]
+                agent = self._agents[ext]
+                agent.state, agent.since = RESERVED, now
+                agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
+                if call is not None:
+                    call.state, call.agent = ROUTED, ext
+                return "agent", ext
+            if view.idle > 0:
+                return "pbx", None
+            return "none", None
+
+    def abandoned(self, attempt_id: int, now: float) -> FinishedCall | None:
+        """The customer answered and nobody was free: our answer played the abandon message or hung up."""
+        with self._lock:
+            call = self._calls.get(attempt_id)
+            if call is None or call.finished:
+                return None
+            call.state, call.ended_at = ENDED, now
+            answered_at = call.answered_at or now
+            return self._emit(
+                call,
+                FinishedCall(
+                    call.placed_at,
+                    now,
+                    True,
+                    False,
+                    True,
+                    max(0.0, answered_at - call.placed_at),
+                    0.0,
+                    "answered",
+                ),
+            )
+
+    def agent_ringing(
+        self, pbx_call_id: str | None, extension: str, now: float, attempt_id: int | None
+    ) -> None:
+        """NOTIFY_INTERNAL: the PBX rings ``extension`` for this call: that agent is taken."""
+        with self._lock:
+            call = self._calls.get(attempt_id) if attempt_id is not None else None
+            if call is not None:
+                self._learn(call.campaign_id, extension)
+                if call.state in (RINGING, WAITING, ANSWERED_UNKNOWN):
+                    call.state, call.agent = ROUTED, extension
+                    call.answered_at = call.answered_at or now
+            agent = self._agent(extension, now)
+            if agent.state in (IDLE, WRAPUP):
+                self._finish_wrapup(agent, now)
+                agent.state, agent.since = RESERVED, now
+                agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
+
+    def agent_answered(
+        self, pbx_call_id: str | None, extension: str, now: float, attempt_id: int | None
+    ) -> None:
+        """NOTIFY_ANSWER: ``extension`` talks to the caller from now."""
+        with self._lock:
+            call = self._calls.get(attempt_id) if attempt_id is not None else None
+            if call is not None:
+                self._learn(call.campaign_id, extension)
+                if call.agent and call.agent != extension:
+                    self._release(call.agent, pbx_call_id, attempt_id, now)
+                call.state, call.agent, call.connected_at = TALKING, extension, now
+                call.answered_at = call.answered_at or now
+            agent = self._agent(extension, now)
+            self._finish_wrapup(agent, now)
+            agent.state, agent.since = AGENT_TALKING, now
+            agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
+
+    def call_ended(
+        self,
+        pbx_call_id: str | None,
+        attempt_id: int | None,
+        now: float,
+        *,
+        agent: str | None,
+        connected: bool | None,
+        talk_s: float | None,
+        disposition: str,
+    ) -> EndResult:
+        """NOTIFY_END of the PBX leg: free its agent (into wrap-up if they talked) and finish the call.
+
+        ``connected`` None lets the live state decide from what it saw (an ANSWER); the caller passes its own
+        verdict otherwise, so the FinishedCall and the stored outcome agree.
+        """
+        with self._lock:
+            call = self._calls.get(attempt_id) if attempt_id is not None else None
+            agent_answered = call is not None and call.connected_at is not None
+            who = (call.agent if call is not None else None) or agent
+            answered_at = call.answered_at if call is not None else None
+            connected_at = call.connected_at if call is not None else None
+            placed_at = call.placed_at if call is not None else None
+            campaign_id = call.campaign_id if call is not None else None
+            talked = False
+            for ext, a in list(self._agents.items()):
+                on_call = (pbx_call_id and a.pbx_call_id == pbx_call_id) or (
+                    attempt_id is not None and a.attempt_id == attempt_id
+                )
+                if on_call and a.state in (RESERVED, AGENT_TALKING):
+                    talked = talked or a.state == AGENT_TALKING
+                    if a.state == AGENT_TALKING:
+                        self._to_wrapup(a, now, campaign_id)
+                    else:
+                        self._release(ext, pbx_call_id, attempt_id, now)
+            if not talked and agent and agent in self._agents and connected:
+                # The ANSWER was lost but the END says this agent talked: they are in wrap-up now.
+                a = self._agents[agent]
+                if a.state == IDLE or (a.state == RESERVED and a.pbx_call_id in (None, pbx_call_id)):
+                    self._to_wrapup(a, now, campaign_id)
+            finished: FinishedCall | None = None
+            if call is not None and not call.finished:
+                is_connected = agent_answered if connected is None else connected
+                call.state, call.ended_at = ENDED, now
+                call.answered_at = answered_at = answered_at or now
+                ring_s = max(0.0, answered_at - call.placed_at)
+                if is_connected:
+                    if talk_s is None:
+                        talk_s = max(0.0, now - (connected_at or answered_at))
+                    finished = FinishedCall(
+                        call.placed_at, now, True, True, False, ring_s, talk_s, disposition
+                    )
+                else:
+                    finished = FinishedCall(call.placed_at, now, True, False, True, ring_s, 0.0, disposition)
+                self._emit(call, finished)
+            return EndResult(agent_answered, who, answered_at, connected_at, placed_at, finished)
+
+    # --- internals --------------------------------------------------------------------------------------
+
+    def _campaign(self, campaign_id: int) -> _Campaign:
+        camp = self._campaigns.get(campaign_id)
+        if camp is None:
+            wrap = self._wrapup_map.get(campaign_id, self._default_wrapup)
+            camp = self._campaigns[campaign_id] = _Campaign(campaign_id, wrapup_s=wrap)
+        return camp
+
+    def _agent(self, extension: str, now: float) -> _Agent:
+        agent = self._agents.get(extension)
+        if agent is None:
+            agent = self._agents[extension] = _Agent(extension, IDLE, now, now)
+        return agent
+
+    def _learn(self, campaign_id: int, extension: str) -> None:
+        camp = self._campaign(campaign_id)
+        if not camp.extensions and extension and extension not in camp.learned:
+            camp.learned.append(extension)
+
+    def _emit(self, call: LiveCall, finished: FinishedCall) -> FinishedCall:
+        call.finished = True
+        camp = self._campaign(call.campaign_id)
+        camp.finished.append(finished)
+        if len(camp.finished) > MAX_UNDRAINED:  # nobody drains (e.g. `dialer webhooks serve` alone)
+            del camp.finished[: len(camp.finished) - MAX_UNDRAINED]
+        return finished
+
+    def _to_wrapup(self, agent: _Agent, now: float, campaign_id: int | None) -> None:
+        wrap = self._campaign(campaign_id).wrapup_s if campaign_id is not None else self._default_wrapup
+        agent.pbx_call_id, agent.attempt_id = None, None
+        if wrap > 0:
+            agent.state, agent.since = WRAPUP, now
+            agent.wrapup_until, agent.wrapup_campaign = now + wrap, campaign_id
+        else:
+            agent.state, agent.since, agent.idle_since = IDLE, now, now
+
+    def _release(self, extension: str, pbx_call_id: str | None, attempt_id: int | None, now: float) -> None:
+        """An agent reserved for a call that never reached them goes back to idle, keeping their idle-since."""
+        agent = self._agents.get(extension)
+        if agent is None or agent.state != RESERVED:
+            return
+        if (pbx_call_id and agent.pbx_call_id == pbx_call_id) or (
+            attempt_id and agent.attempt_id == attempt_id
+        ):
+            agent.state, agent.since = IDLE, now
+            agent.pbx_call_id, agent.attempt_id = None, None
+
+    def _finish_wrapup(self, agent: _Agent, now: float) -> None:
+        if agent.state != WRAPUP or agent.wrapup_until is None:
+            return
+        end = min(now, agent.wrapup_until)
+        if agent.wrapup_campaign is not None:
+            done = self._campaign(agent.wrapup_campaign).wrapups_done
+            done.append(max(0.0, end - agent.since))
+            if len(done) > MAX_UNDRAINED:
+                del done[: len(done) - MAX_UNDRAINED]
+        agent.state, agent.since, agent.idle_since = IDLE, end, end
+        agent.wrapup_until, agent.wrapup_campaign = None, None
+
+    def _sweep(self, now: float, *, force: bool = False) -> None:
+        for agent in self._agents.values():
+            if agent.state == WRAPUP and agent.wrapup_until is not None and now >= agent.wrapup_until:
+                self._finish_wrapup(agent, now)
+        if not force and now - self._last_sweep < 5.0:
+            return
+        self._last_sweep = now
+        for agent in self._agents.values():
+            if (agent.state == RESERVED and now - agent.since > RESERVATION_TIMEOUT_S) or (
+                agent.state == AGENT_TALKING and now - agent.since > STALE_TALK_S
+            ):
+                agent.state, agent.since, agent.idle_since = IDLE, now, now
+                agent.pbx_call_id, agent.attempt_id = None, None
+        stale = [
+            a
+            for a, c in self._calls.items()
+            if (c.state == ENDED and c.ended_at is not None and now - c.ended_at > KEEP_ENDED_S)
+            or (
+                c.state in (RINGING, ANSWERED_UNKNOWN)
+                and now - c.placed_at > max(KEEP_ENDED_S, self.ring_timeout_s)
+            )
+            or now - c.placed_at > STALE_TALK_S
+        ]
+        for attempt_id in stale:
+            call = self._calls.pop(attempt_id)
+            for pbx in call.pbx_ids:
+                if self._pbx.get(pbx) == attempt_id:
+                    del self._pbx[pbx]

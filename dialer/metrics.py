@@ -1,0 +1,166 @@
+"""Prometheus text exposition (format 0.0.4), hand-written: a handful of counters and gauges needs no library.
+
+Counters live here; gauges that describe the present (live calls, agents, API budget) are read when scraped, from
+the ``LiveState`` and the API client's ``RateBudget`` the daemon hands over (``metrics.budget = client.budget``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dialer.live import LiveState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_COUNTERS: dict[str, str] = {
+    "dialer_calls_placed_total": "Callbacks placed, per campaign.",
+    "dialer_calls_answered_total": "Placed calls the customer answered, per campaign.",
+    "dialer_calls_connected_total": "Answered calls an agent took, per campaign.",
+    "dialer_calls_abandoned_total": "Answered calls no agent took (abandoned), per campaign.",
+    "dialer_webhook_events_total": "Webhook events accepted and stored, per event type (duplicates not counted).",
+    "dialer_webhook_duplicates_total": "Webhook events received again and ignored.",
+    "dialer_webhook_signature_failures_total": "Webhook requests refused for a missing or wrong signature.",
+    "dialer_webhook_malformed_total": "Webhook requests refused as malformed.",
+    "dialer_webhook_errors_total": "Webhook events stored but not folded because of an error.",
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: Iterable[tuple[str, str]]) -> str:
+    parts = [f'{k}="{_escape(v)}"' for k, v in labels]
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _num(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class Metrics:
+    """Thread-safe counters plus scrape-time gauges."""
+
+    def __init__(self, budget: Any = None) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        # Anything with ``snapshot() -> {group: {"remaining": .., "limit": ..}}`` (dialer.zadarma.budget.RateBudget).
+        self.budget = budget
+
+    def inc(self, name: str, value: float = 1.0, **labels: object) -> None:
+        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + value
+
+    def get(self, name: str, **labels: object) -> float:
+        key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
+        with self._lock:
+            return self._values.get(key, 0.0)
+
+    # --- the events the dialer counts ---
+
+    def call_placed(self, campaign_id: int) -> None:
+        self.inc("dialer_calls_placed_total", campaign=campaign_id)
+
+    def call_outcome(self, campaign_id: int, *, answered: bool, connected: bool, abandoned: bool) -> None:
+        """Count one call's outcome (once per attempt: call it when ``complete_attempt`` returns True)."""
+        if answered:
+            self.inc("dialer_calls_answered_total", campaign=campaign_id)
+        if connected:
+            self.inc("dialer_calls_connected_total", campaign=campaign_id)
+        if abandoned:
+            self.inc("dialer_calls_abandoned_total", campaign=campaign_id)
+
+    def webhook_event(self, event: str) -> None:
+        self.inc("dialer_webhook_events_total", event=event)
+
+    # --- exposition ---
+
+    def render(self, live: LiveState | None = None, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        with self._lock:
+            values = dict(self._values)
+        out: list[str] = []
+        for name, help_text in _COUNTERS.items():
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} counter")
+            rows = sorted((labels, v) for (n, labels), v in values.items() if n == name)
+            if not rows and not name.startswith("dialer_calls_"):
+                rows = [((), 0.0)]
+            out.extend(f"{name}{_labels(labels)} {_num(v)}" for labels, v in rows)
+        out.extend(self._budget_lines())
+        if live is not None:
+            out.extend(self._live_lines(live, now))
+        return "\n".join(out) + "\n"
+
+    def _budget_lines(self) -> list[str]:
+        if self.budget is None:
+            return []
+        try:
+            snap = self.budget.snapshot()
+        except Exception:  # a scrape must never fail because of the budget object
+            return []
+        out = [
+            "# HELP dialer_api_budget_remaining API requests left in the current rate-limit window, per group.",
+            "# TYPE dialer_api_budget_remaining gauge",
+        ]
+        out += [
+            f'dialer_api_budget_remaining{{group="{_escape(g)}"}} {_num(s["remaining"])}'
+            for g, s in sorted(snap.items())
+        ]
+        out += [
+            "# HELP dialer_api_budget_limit API requests allowed per rate-limit window, per group.",
+            "# TYPE dialer_api_budget_limit gauge",
+        ]
+        out += [
+            f'dialer_api_budget_limit{{group="{_escape(g)}"}} {_num(s["limit"])}'
+            for g, s in sorted(snap.items())
+        ]
+        return out
+
+    def _live_lines(self, live: LiveState, now: float) -> list[str]:
+        gauges: dict[str, list[str]] = {
+            "dialer_live_calls_ringing": [],
+            "dialer_live_calls_waiting": [],
+            "dialer_live_agents_logged_in": [],
+            "dialer_live_agents_idle": [],
+            "dialer_live_agents_talking": [],
+            "dialer_live_agents_wrapup": [],
+        }
+        for campaign_id in live.campaigns():
+            view = live.view(campaign_id, now)
+            lab = f'{{campaign="{campaign_id}"}}'
+            gauges["dialer_live_calls_ringing"].append(
+                f"dialer_live_calls_ringing{lab} {len(view.ringing_since)}"
+            )
+            gauges["dialer_live_calls_waiting"].append(f"dialer_live_calls_waiting{lab} {view.waiting}")
+            gauges["dialer_live_agents_logged_in"].append(
+                f"dialer_live_agents_logged_in{lab} {view.agents_logged_in}"
+            )
+            gauges["dialer_live_agents_idle"].append(f"dialer_live_agents_idle{lab} {view.idle}")
+            gauges["dialer_live_agents_talking"].append(
+                f"dialer_live_agents_talking{lab} {len(view.talking_since)}"
+            )
+            gauges["dialer_live_agents_wrapup"].append(
+                f"dialer_live_agents_wrapup{lab} {len(view.wrapup_since)}"
+            )
+        out: list[str] = []
+        for name, rows in gauges.items():
+            out.append(f"# HELP {name} Live state from PBX webhooks, per campaign.")
+            out.append(f"# TYPE {name} gauge")
+            out.extend(rows)
+        last = live.last_event_at
+        out.append(
+            "# HELP dialer_webhook_last_event_age_seconds Seconds since the last webhook event (-1: none yet)."
+        )
+        out.append("# TYPE dialer_webhook_last_event_age_seconds gauge")
+        out.append(
+            f"dialer_webhook_last_event_age_seconds {_num(round(now - last, 3)) if last is not None else -1}"
+        )
+        return out

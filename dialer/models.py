@@ -1,0 +1,236 @@
+"""Database tables (SQLModel). Every part of the dialer reads and writes these.
+
+Time rule: every datetime column is a ``UTCDateTime``. It accepts only timezone-aware datetimes (a naive one is a
+bug waiting to happen: local time or UTC?), stores UTC, and always hands back aware UTC datetimes, on SQLite
+(which has no time zones) and on PostgreSQL alike. Use ``utcnow()`` for "now".
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+# A stable naming convention lets Alembic's batch mode (SQLite table copies) find and alter constraints by name.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CAMPAIGN_STATES = ("draft", "running", "paused", "stopped", "finished")
+CONTACT_STATES = ("pending", "dialing", "retry", "done", "exhausted", "invalid", "dnc")
+DUE_STATES = ("pending", "retry")
+ATTEMPT_STATES = ("placing", "placed", "uncertain", "completed", "not_placed", "failed")
+LIVE_ATTEMPT_STATES = ("placing", "placed", "uncertain")
+DEFAULT_WEEKDAYS = [0, 1, 2, 3, 4]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; returns aware UTC datetimes; refuses naive ones."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"UTCDateTime expects a datetime, got {type(value).__name__}")
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise ValueError(
+                f"naive datetime {value!r}: pass an aware datetime (e.g. dialer.models.utcnow())"
+            )
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # SQLite compares datetimes as text, so every stored value must be the same naive-UTC format.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _ts(*, nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Campaign(SQLModel, table=True):
+    __tablename__ = "campaign"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, nullable=False)
+    from_number: str = Field(nullable=False)
+    sip: str | None = None
+    agents: int = 1
+    agent_extensions: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    pacing: str = "progressive"
+    abandon_target: float = 0.03
+    abandon_window: str = "30d"
+    max_attempts: int = 3
+    retry_busy_s: int = 1800
+    retry_no_answer_s: int = 3600
+    retry_failed_s: int = 900
+    retry_abandoned_s: int = 259200
+    window_start: str = "09:00"
+    window_end: str = "20:00"
+    weekdays: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_WEEKDAYS), sa_type=sa.JSON, nullable=False
+    )
+    holidays: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    default_region: str | None = None
+    timezone: str = "UTC"
+    abandon_action: str = "hangup"
+    state: str = Field(default="draft", index=True)
+    pause_reason: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contact"
+    __table_args__ = (
+        sa.UniqueConstraint("campaign_id", "phone"),
+        # "Next due contacts of campaign X": one index range per due state, read in priority order.
+        sa.Index("ix_contact_due", "campaign_id", "state", sa.text("priority DESC"), "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False, ondelete="CASCADE")
+    phone: str = Field(nullable=False)
+    name: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    timezones: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    state: str = Field(default="pending", nullable=False)
+    priority: int = Field(default=0, nullable=False)
+    next_attempt_at: datetime | None = _ts()
+    attempts: int = Field(default=0, nullable=False)
+    last_disposition: str | None = None
+    source_line: int | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+
+
+_LIVE = "state IN ('placing', 'placed', 'uncertain')"
+
+
+class Attempt(SQLModel, table=True):
+    __tablename__ = "attempt"
+    __table_args__ = (
+        # At most one live attempt per contact, enforced by the database (both SQLite and PostgreSQL).
+        sa.Index(
+            "uq_attempt_live_contact",
+            "contact_id",
+            unique=True,
+            sqlite_where=sa.text(_LIVE),
+            postgresql_where=sa.text(_LIVE),
+        ),
+        sa.Index("ix_attempt_campaign_state", "campaign_id", "state"),
+        sa.Index("ix_attempt_phone_created", "phone", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False, ondelete="CASCADE")
+    contact_id: int = Field(foreign_key="contact.id", nullable=False, index=True, ondelete="CASCADE")
+    phone: str = Field(nullable=False)
+    state: str = Field(default="placing", nullable=False)
+    created_at: datetime = _created()
+    sent_at: datetime | None = _ts()
+    placed_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    error: str | None = None
+    disposition: str | None = None
+    answered: bool | None = None
+    connected: bool | None = None
+    abandoned: bool | None = None
+    agent: str | None = None
+    ring_seconds: float | None = None
+    talk_seconds: float | None = None
+    cost: float | None = None
+    pbx_call_id: str | None = Field(default=None, index=True)
+    live: bool = Field(default=True, nullable=False)
+    updated_at: datetime = _created()
+
+
+class DncEntry(SQLModel, table=True):
+    __tablename__ = "dnc_entry"
+    __table_args__ = (sa.UniqueConstraint("phone", "campaign_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(nullable=False)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", ondelete="CASCADE")
+    reason: str | None = None
+    created_at: datetime = _created()
+
+
+class WebhookEvent(SQLModel, table=True):
+    __tablename__ = "webhook_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    received_at: datetime = _created()
+    event: str = Field(nullable=False, index=True)
+    pbx_call_id: str | None = Field(default=None, index=True)
+    dedup_key: str = Field(nullable=False, unique=True)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    signature_ok: bool = Field(default=False, nullable=False)
+
+
+class StatRow(SQLModel, table=True):
+    __tablename__ = "stat_row"
+    __table_args__ = (
+        sa.UniqueConstraint("source", "row_key"),
+        sa.Index("ix_stat_row_callstart", "callstart"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(nullable=False)
+    row_key: str = Field(nullable=False)
+    callstart: datetime | None = _ts()
+    pbx_call_id: str | None = Field(default=None, index=True)
+    clid: str | None = None
+    destination: str | None = Field(default=None, index=True)
+    disposition: str | None = None
+    seconds: int | None = None
+    sip: str | None = None
+    cost: float | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
+    attempt_id: int | None = Field(default=None, foreign_key="attempt.id", index=True, ondelete="SET NULL")
+    fetched_at: datetime = _created()
+
+
+class KeyValue(SQLModel, table=True):
+    __tablename__ = "key_value"
+
+    key: str = Field(primary_key=True)
+    value: Any = Field(default=None, sa_type=sa.JSON, nullable=True)
+    updated_at: datetime = _created()
+
+
+class EventLog(SQLModel, table=True):
+    __tablename__ = "event_log"
+    __table_args__ = (sa.Index("ix_event_log_campaign_at", "campaign_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _created()
+    level: str = Field(default="info", nullable=False)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", ondelete="SET NULL")
+    kind: str = Field(nullable=False)
+    message: str = Field(nullable=False)

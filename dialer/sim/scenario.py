@@ -1,0 +1,591 @@
+"""Scenario files: the world a simulation runs in (agents, customers, durations, limits, faults).
+
+A scenario is TOML; every key is optional. Clock times ("09:00") in schedules are on the *shift clock*: the
+model's ``start_time`` is the moment the clock reads ``[shift] start``, so a scenario behaves the same whether the
+simulator is started at 3 a.m. or at noon, and in the discrete-event driver starting at t=0.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+OUTCOMES = ("answered", "no_answer", "busy", "failed", "unallocated")
+WEBHOOK_PROFILES = ("full", "out-only", "pbx-only", "none")
+FAULT_NAMES = (
+    "error_rate",
+    "server_error_rate",
+    "timeout_after_processing",
+    "slow_ms",
+    "webhook_drop",
+    "statistics_lag_s",
+)
+DAY_S = 86400.0
+
+
+class ScenarioError(ValueError):
+    """The scenario file or dict is wrong; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dist:
+    """A duration distribution in seconds: const, uniform, exponential, lognormal or normal (truncated at 0)."""
+
+    kind: str = "const"
+    value: float = 0.0
+    low: float = 0.0
+    high: float = 0.0
+    mean: float = 0.0
+    sigma: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Dist:
+        if isinstance(raw, int | float):
+            return cls("const", value=float(raw))
+        if not isinstance(raw, dict):
+            raise ScenarioError(
+                f'{where}: expected a number or a table like {{dist="exponential", mean=180}}'
+            )
+        kind = str(raw.get("dist", raw.get("kind", "const")))
+        try:
+            if kind == "const":
+                d = cls("const", value=float(raw.get("value", raw.get("mean", 0.0)) or 0.0))
+            elif kind == "uniform":
+                d = cls("uniform", low=float(raw["low"]), high=float(raw["high"]))
+                if d.high < d.low:
+                    raise ScenarioError(f"{where}: uniform high < low")
+            elif kind == "exponential":
+                d = cls("exponential", mean=float(raw["mean"]))
+            elif kind in ("lognormal", "normal"):
+                d = cls(
+                    kind,
+                    mean=float(raw["mean"]),
+                    sigma=float(raw.get("sigma", 0.5 if kind == "lognormal" else 0)),
+                )
+            else:
+                raise ScenarioError(
+                    f"{where}: unknown dist {kind!r} (const, uniform, exponential, lognormal, normal)"
+                )
+        except KeyError as exc:
+            raise ScenarioError(f"{where}: {kind} distribution needs {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ScenarioError):
+                raise
+            raise ScenarioError(f"{where}: {exc}") from None
+        if d.expected() < 0 or d.low < 0 or d.value < 0:
+            raise ScenarioError(f"{where}: durations cannot be negative")
+        return d
+
+    def sample(self, rng: random.Random) -> float:
+        k = self.kind
+        if k == "exponential":
+            return rng.expovariate(1.0 / self.mean) if self.mean > 0 else 0.0
+        if k == "uniform":
+            return self.low + (self.high - self.low) * rng.random()
+        if k == "lognormal":
+            # ``mean`` is the mean of the duration itself (what an operator knows), not of its log.
+            s = self.sigma
+            mu = math.log(self.mean) - s * s / 2 if self.mean > 0 else 0.0
+            return rng.lognormvariate(mu, s) if self.mean > 0 else 0.0
+        if k == "normal":
+            return max(0.0, rng.gauss(self.mean, self.sigma))
+        return self.value
+
+    def expected(self) -> float:
+        k = self.kind
+        if k == "uniform":
+            return (self.low + self.high) / 2
+        if k in ("exponential", "lognormal", "normal"):
+            return self.mean
+        return self.value
+
+    def describe(self) -> str:
+        k = self.kind
+        if k == "uniform":
+            return f"uniform {self.low:g}-{self.high:g} s"
+        if k == "exponential":
+            return f"exponential mean {self.mean:g} s"
+        if k in ("lognormal", "normal"):
+            return f"{k} mean {self.mean:g} s sigma {self.sigma:g}"
+        return f"{self.value:g} s"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentShift:
+    """``count`` agents logged in from ``start`` to ``end`` (seconds on the shift clock, end may pass midnight)."""
+
+    start_s: float
+    end_s: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPoint:
+    at_s: float
+    p: float
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    prefix: str
+    price: float
+    description: str
+
+
+DEFAULT_PRICES: tuple[Price, ...] = (
+    Price("4420", 0.009, "United Kingdom, London"),
+    Price("447", 0.045, "United Kingdom, mobile"),
+    Price("44", 0.012, "United Kingdom"),
+    Price("1", 0.008, "USA and Canada"),
+    Price("49", 0.015, "Germany"),
+    Price("33", 0.016, "France"),
+    Price("7", 0.02, "Russia and Kazakhstan"),
+    Price("", 0.1, "Other destinations"),
+)
+
+
+@dataclass(slots=True)
+class Scenario:
+    seed: int = 1
+    name: str = "default"
+    timezone: str = "Europe/London"
+    pbx_number: str = "442037691880"
+    pbx_id: int = 1234
+    # agents
+    agent_count: int = 10
+    extensions: list[str] = field(default_factory=list)
+    wrapup: Dist = field(default_factory=lambda: Dist("const", value=0.0))
+    agent_schedule: list[AgentShift] = field(default_factory=list)
+    # calls
+    answer_probability: float = 0.3
+    answer_schedule: list[AnswerPoint] = field(default_factory=list)
+    answer_schedule_mode: str = "step"  # "step" | "linear"
+    p_busy: float = 0.1
+    p_failed: float = 0.02
+    p_unallocated: float = 0.01
+    ring_time: Dist = field(default_factory=lambda: Dist("uniform", low=4.0, high=14.0))
+    max_ring_s: float = 25.0
+    connect_grace_s: float = 2.0
+    talk_time: Dist = field(default_factory=lambda: Dist("exponential", mean=180.0))
+    busy_after_s: float = 3.0
+    failed_after_s: float = 1.0
+    ivr_message_s: float = 8.0
+    fixed_numbers: dict[str, str] = field(default_factory=dict)
+    caller_names: dict[str, str] = field(default_factory=dict)
+    # limits
+    general_per_window: int = 100
+    statistics_per_window: int = 3
+    window_s: float = 60.0
+    # statistics
+    lag_s: float = 30.0
+    # webhooks
+    webhook_profile: str = "full"
+    notify_start_timeout_s: float = 1.0
+    # faults
+    faults: dict[str, float] = field(default_factory=dict)
+    # shift
+    shift_start_s: float = 9 * 3600.0
+    shift_hours: float = 8.0
+    # account
+    balance: float = 100.0
+    currency: str = "USD"
+    billing: str = "per_minute"  # "per_minute" (started minutes) | "per_second"
+    prices: tuple[Price, ...] = DEFAULT_PRICES
+    sms_price: float = 0.08
+    sips: list[str] = field(default_factory=lambda: ["00001"])
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.extensions:
+            need = max(self.agent_count, self.max_scheduled_agents())
+            self.extensions = [str(100 + i) for i in range(need)]
+        self.agent_count = max(self.agent_count, self.max_scheduled_agents())
+        if len(self.extensions) < self.agent_count:
+            raise ScenarioError(
+                f"agents: {self.agent_count} agents but only {len(self.extensions)} extensions listed"
+            )
+        self.validate()
+
+    # -- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str | None = None) -> Scenario:
+        return _from_dict(d, source)
+
+    def with_faults(self, faults: dict[str, float]) -> Scenario:
+        merged = dict(self.faults)
+        for key, value in faults.items():
+            merged[normalise_fault_name(key)] = float(value)
+        return replace(self, faults=merged)
+
+    def validate(self) -> None:
+        total = self.p_busy + self.p_failed + self.p_unallocated
+        for name in ("p_busy", "p_failed", "p_unallocated", "answer_probability"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ScenarioError(f"calls.{name} must be between 0 and 1, got {v}")
+        highest = max([self.answer_probability, *(p.p for p in self.answer_schedule)])
+        if total + highest > 1.0 + 1e-9:
+            raise ScenarioError(
+                f"calls: answer probability {highest} + busy/failed/unallocated {total:g} exceed 1"
+            )
+        if self.webhook_profile not in WEBHOOK_PROFILES:
+            raise ScenarioError(f"webhooks.profile must be one of {', '.join(WEBHOOK_PROFILES)}")
+        if self.window_s <= 0 or self.general_per_window < 1 or self.statistics_per_window < 1:
+            raise ScenarioError("limits: window_s must be > 0 and the sizes >= 1")
+        if self.answer_schedule_mode not in ("step", "linear"):
+            raise ScenarioError('calls.answer_schedule_mode must be "step" or "linear"')
+        if self.billing not in ("per_minute", "per_second"):
+            raise ScenarioError('account.billing must be "per_minute" or "per_second"')
+        for number, behaviour in self.fixed_numbers.items():
+            if behaviour not in OUTCOMES:
+                raise ScenarioError(
+                    f"fixed_numbers.{number}: {behaviour!r} is not one of {', '.join(OUTCOMES)}"
+                )
+        for key in self.faults:
+            if key not in FAULT_NAMES:
+                raise ScenarioError(f"faults: unknown fault {key!r} (known: {', '.join(FAULT_NAMES)})")
+
+    # -- derived --------------------------------------------------------------------------------------
+    def max_scheduled_agents(self) -> int:
+        if not self.agent_schedule:
+            return 0
+        points = {s.start_s for s in self.agent_schedule}
+        return max(self.scheduled_agents_at_clock(p) for p in points)
+
+    def scheduled_agents_at_clock(self, clock_s: float) -> int:
+        """Agents the schedule wants logged in at a shift-clock time (seconds since midnight, any day)."""
+        if not self.agent_schedule:
+            return self.agent_count
+        c = clock_s % DAY_S
+        n = 0
+        for s in self.agent_schedule:
+            # An entry ending after midnight also covers the early hours of the next day.
+            if s.start_s <= c < s.end_s or s.start_s <= c + DAY_S < s.end_s:
+                n += s.count
+        return n
+
+    def answer_probability_at_clock(self, clock_s: float) -> float:
+        pts = self.answer_schedule
+        if not pts:
+            return self.answer_probability
+        c = clock_s % DAY_S
+        if c < pts[0].at_s:
+            return self.answer_probability
+        prev = pts[0]
+        for nxt in pts[1:]:
+            if c < nxt.at_s:
+                if self.answer_schedule_mode == "linear":
+                    w = (c - prev.at_s) / (nxt.at_s - prev.at_s)
+                    return prev.p + w * (nxt.p - prev.p)
+                return prev.p
+            prev = nxt
+        return prev.p
+
+    def fault(self, name: str) -> float:
+        return self.faults.get(name, 0.0)
+
+    def price_for(self, number: str) -> Price:
+        """The longest matching prefix wins; the "" prefix is the catch-all."""
+        digits = number.lstrip("+")
+        best: Price | None = None
+        for p in self.prices:
+            if digits.startswith(p.prefix) and (best is None or len(p.prefix) > len(best.prefix)):
+                best = p
+        return best or Price("", 0.1, "Other destinations")
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "seed": self.seed,
+            "timezone": self.timezone,
+            "pbx_number": self.pbx_number,
+            "agents": self.agent_count,
+            "extensions": self.extensions[: self.agent_count],
+            "agent_schedule": [
+                {"start": clock_label(s.start_s), "end": clock_label(s.end_s), "count": s.count}
+                for s in self.agent_schedule
+            ],
+            "wrapup": self.wrapup.describe(),
+            "answer_probability": self.answer_probability,
+            "answer_schedule": [{"at": clock_label(p.at_s), "p": p.p} for p in self.answer_schedule],
+            "p_busy": self.p_busy,
+            "p_failed": self.p_failed,
+            "p_unallocated": self.p_unallocated,
+            "ring_time": self.ring_time.describe(),
+            "max_ring_s": self.max_ring_s,
+            "connect_grace_s": self.connect_grace_s,
+            "talk_time": self.talk_time.describe(),
+            "limits": {
+                "general_per_window": self.general_per_window,
+                "statistics_per_window": self.statistics_per_window,
+                "window_s": self.window_s,
+            },
+            "statistics_lag_s": self.lag_s,
+            "webhook_profile": self.webhook_profile,
+            "faults": dict(self.faults),
+            "shift": {"start": clock_label(self.shift_start_s), "hours": self.shift_hours},
+            "fixed_numbers": dict(self.fixed_numbers),
+        }
+
+
+def normalise_fault_name(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    aliases = {"statistics_lag": "statistics_lag_s", "lag_s": "statistics_lag_s", "slow": "slow_ms"}
+    key = aliases.get(key, key)
+    if key not in FAULT_NAMES:
+        raise ScenarioError(
+            f"unknown fault {name!r} (known: {', '.join(n.replace('_', '-') for n in FAULT_NAMES)})"
+        )
+    return key
+
+
+def parse_clock(value: Any, where: str) -> float:
+    """ "09:30" or "09:30:15" -> seconds since midnight; "24:00" allowed as an end."""
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        parts = [int(x) for x in str(value).split(":")]
+        if len(parts) not in (2, 3):
+            raise ValueError
+        h, m = parts[0], parts[1]
+        s = parts[2] if len(parts) == 3 else 0
+        if not (0 <= h <= 24 and 0 <= m < 60 and 0 <= s < 60):
+            raise ValueError
+    except ValueError:
+        raise ScenarioError(f'{where}: expected a clock time like "09:00", got {value!r}') from None
+    return float(h * 3600 + m * 60 + s)
+
+
+def clock_label(seconds: float) -> str:
+    s = int(seconds) % int(DAY_S) if seconds < DAY_S else int(seconds - DAY_S)
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}"
+
+
+def _section(d: dict[str, Any], name: str) -> dict[str, Any]:
+    sec = d.get(name, {})
+    if not isinstance(sec, dict):
+        raise ScenarioError(f"[{name}] must be a table")
+    return sec
+
+
+_KNOWN = {
+    "": {
+        "seed",
+        "name",
+        "timezone",
+        "pbx_number",
+        "pbx_id",
+        "agents",
+        "calls",
+        "limits",
+        "statistics",
+        "webhooks",
+        "faults",
+        "shift",
+        "account",
+        "fixed_numbers",
+        "caller_names",
+        "prices",
+    },
+    "agents": {"count", "extensions", "wrapup", "schedule"},
+    "calls": {
+        "answer_probability",
+        "answer_schedule",
+        "answer_schedule_mode",
+        "p_busy",
+        "p_failed",
+        "p_unallocated",
+        "ring_time",
+        "max_ring_s",
+        "connect_grace_s",
+        "talk_time",
+        "busy_after_s",
+        "failed_after_s",
+        "ivr_message_s",
+    },
+    "limits": {"general_per_window", "statistics_per_window", "window_s"},
+    "statistics": {"lag_s"},
+    "webhooks": {"profile", "notify_start_timeout_s"},
+    "shift": {"start", "hours"},
+    "account": {"balance", "currency", "billing", "sms_price", "sips"},
+}
+
+
+def _check_keys(d: dict[str, Any], section: str) -> None:
+    known = _KNOWN[section]
+    for key in d:
+        if key not in known:
+            where = f"[{section}]" if section else "top level"
+            raise ScenarioError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+
+
+def _num(sec: dict[str, Any], key: str, default: float, where: str) -> float:
+    v = sec.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ScenarioError(f"{where}.{key}: expected a number, got {v!r}")
+    return float(v)
+
+
+def _from_dict(d: dict[str, Any], source: str | None) -> Scenario:
+    _check_keys(d, "")
+    kw: dict[str, Any] = {"source": source}
+    for key in ("seed", "pbx_id"):
+        if key in d:
+            kw[key] = int(d[key])
+    for key in ("name", "timezone", "pbx_number"):
+        if key in d:
+            kw[key] = str(d[key])
+    if "timezone" in kw:
+        _check_timezone(kw["timezone"])
+
+    agents = _section(d, "agents")
+    _check_keys(agents, "agents")
+    if "count" in agents:
+        kw["agent_count"] = int(agents["count"])
+    if "extensions" in agents:
+        kw["extensions"] = [str(x) for x in agents["extensions"]]
+        kw.setdefault("agent_count", len(kw["extensions"]))
+    if "wrapup" in agents:
+        kw["wrapup"] = Dist.parse(agents["wrapup"], "agents.wrapup")
+    if "schedule" in agents:
+        shifts = []
+        for i, item in enumerate(agents["schedule"]):
+            where = f"agents.schedule[{i}]"
+            start = parse_clock(item.get("start", "00:00"), where + ".start")
+            end = parse_clock(item.get("end", "24:00"), where + ".end")
+            if end <= start:
+                end += DAY_S
+            shifts.append(AgentShift(start, end, int(item.get("count", 1))))
+        kw["agent_schedule"] = shifts
+        # With a schedule and no explicit count, the team is as large as the schedule's busiest moment.
+        kw.setdefault("agent_count", 0)
+
+    calls = _section(d, "calls")
+    _check_keys(calls, "calls")
+    for key in (
+        "answer_probability",
+        "p_busy",
+        "p_failed",
+        "p_unallocated",
+        "max_ring_s",
+        "connect_grace_s",
+        "busy_after_s",
+        "failed_after_s",
+        "ivr_message_s",
+    ):
+        if key in calls:
+            kw[key] = _num(calls, key, 0.0, "calls")
+    for key in ("ring_time", "talk_time"):
+        if key in calls:
+            kw[key] = Dist.parse(calls[key], f"calls.{key}")
+    if "answer_schedule_mode" in calls:
+        kw["answer_schedule_mode"] = str(calls["answer_schedule_mode"])
+    if "answer_schedule" in calls:
+        pts = []
+        for i, item in enumerate(calls["answer_schedule"]):
+            where = f"calls.answer_schedule[{i}]"
+            pts.append(AnswerPoint(parse_clock(item.get("at"), where + ".at"), _num(item, "p", 0.0, where)))
+        pts.sort(key=lambda p: p.at_s)
+        for p in pts:
+            if not 0 <= p.p <= 1:
+                raise ScenarioError(f"calls.answer_schedule: p must be between 0 and 1, got {p.p}")
+        kw["answer_schedule"] = pts
+
+    limits = _section(d, "limits")
+    _check_keys(limits, "limits")
+    if "general_per_window" in limits:
+        kw["general_per_window"] = int(limits["general_per_window"])
+    if "statistics_per_window" in limits:
+        kw["statistics_per_window"] = int(limits["statistics_per_window"])
+    if "window_s" in limits:
+        kw["window_s"] = _num(limits, "window_s", 60.0, "limits")
+
+    stats = _section(d, "statistics")
+    _check_keys(stats, "statistics")
+    if "lag_s" in stats:
+        kw["lag_s"] = _num(stats, "lag_s", 30.0, "statistics")
+
+    hooks = _section(d, "webhooks")
+    _check_keys(hooks, "webhooks")
+    if "profile" in hooks:
+        kw["webhook_profile"] = str(hooks["profile"])
+    if "notify_start_timeout_s" in hooks:
+        kw["notify_start_timeout_s"] = _num(hooks, "notify_start_timeout_s", 1.0, "webhooks")
+
+    faults = _section(d, "faults")
+    kw["faults"] = {normalise_fault_name(k): _num(faults, k, 0.0, "faults") for k in faults}
+
+    shift = _section(d, "shift")
+    _check_keys(shift, "shift")
+    if "start" in shift:
+        kw["shift_start_s"] = parse_clock(shift["start"], "shift.start")
+    if "hours" in shift:
+        kw["shift_hours"] = _num(shift, "hours", 8.0, "shift")
+
+    account = _section(d, "account")
+    _check_keys(account, "account")
+    if "balance" in account:
+        kw["balance"] = _num(account, "balance", 100.0, "account")
+    if "currency" in account:
+        kw["currency"] = str(account["currency"])
+    if "billing" in account:
+        kw["billing"] = str(account["billing"])
+    if "sms_price" in account:
+        kw["sms_price"] = _num(account, "sms_price", 0.08, "account")
+    if "sips" in account:
+        kw["sips"] = [str(s) for s in account["sips"]]
+
+    if "fixed_numbers" in d:
+        kw["fixed_numbers"] = {k.lstrip("+"): str(v) for k, v in _section(d, "fixed_numbers").items()}
+    if "caller_names" in d:
+        kw["caller_names"] = {k.lstrip("+"): str(v) for k, v in _section(d, "caller_names").items()}
+    if "prices" in d:
+        prices = []
+        for prefix, item in _section(d, "prices").items():
+            if isinstance(item, dict):
+                prices.append(
+                    Price(prefix.lstrip("+"), float(item["price"]), str(item.get("description", prefix)))
+                )
+            else:
+                prices.append(Price(prefix.lstrip("+"), float(item), prefix))
+        if not any(p.prefix == "" for p in prices):
+            prices.append(Price("", 0.1, "Other destinations"))
+        kw["prices"] = tuple(prices)
+    try:
+        return Scenario(**kw)
+    except TypeError as exc:
+        raise ScenarioError(str(exc)) from None
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScenarioError(f"timezone: unknown IANA zone {name!r}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario {p} is not valid TOML: {exc}") from None
+    data.setdefault("name", p.stem)
+    return Scenario.from_dict(data, source=str(p))
+
+
+def default_scenario() -> Scenario:
+    """10 agents, answer probability 0.3, ring 4-14 s, lognormal talk of 3 minutes, 5 s wrap-up."""
+    return Scenario(
+        wrapup=Dist("const", value=5.0),
+        talk_time=Dist("lognormal", mean=180.0, sigma=0.6),
+    )

@@ -1,0 +1,817 @@
+"""The PBX webhook receiver: an ASGI app that stores every NOTIFY_* event and folds it into the live state.
+
+Request path: parse the form (urlencoded or multipart) on the event loop, check the ``Signature`` header, then hand
+the event to one worker thread that stores it raw (deduplicated), matches it to our attempt, ends the attempt
+through ``dialer.outcomes.complete_attempt`` when the event decides the outcome, updates ``LiveState`` and, for
+NOTIFY_START, decides how the PBX routes the answered customer. One writer thread keeps events of one call in
+arrival order and keeps SQLite's busy-wait sleeps (which would ruin latency) out of the picture: each event is one
+short ``BEGIN IMMEDIATE`` transaction that never waits for another of ours.
+
+``replay_events`` feeds stored raw events through the same ``WebhookProcessor`` with their receive times as the
+clock, so a fresh database with the same attempts ends with the same outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import queue
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from dialer.live import LiveState
+from dialer.logs import log_event
+from dialer.metrics import CONTENT_TYPE, Metrics
+from dialer.models import LIVE_ATTEMPT_STATES, Attempt, Campaign, Contact, DncEntry, WebhookEvent
+from dialer.outcomes import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
+from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS, verify_webhook
+
+log = logging.getLogger("dialer.webhooks")
+
+MAX_BODY_BYTES = 64 * 1024
+# Fields that identify one event: a resend carries the same values even if it adds unknown extras.
+_DEDUP_FIELDS = (
+    "pbx_call_id",
+    "call_start",
+    "caller_id",
+    "called_did",
+    "destination",
+    "internal",
+    "last_internal",
+    "disposition",
+    "duration",
+    "status_code",
+    "call_id_with_rec",
+    "is_recorded",
+)
+_CUSTOMER_FIELD = {
+    "NOTIFY_OUT_START": "destination",
+    "NOTIFY_OUT_END": "destination",
+    "NOTIFY_START": "caller_id",
+    "NOTIFY_INTERNAL": "caller_id",
+    "NOTIFY_ANSWER": "caller_id",
+    "NOTIFY_END": "caller_id",
+}
+_CAMPAIGN_REFRESH_S = 30.0
+_ANSWER_CACHE = 10_000
+
+
+def dedup_key(fields: Mapping[str, str]) -> str:
+    """``EVENT:<hash>`` of the identifying fields (all fields for an event we do not know)."""
+    event = fields.get("event", "")
+    if event in WEBHOOK_SIGNED_FIELDS:
+        items = [(k, fields.get(k, "")) for k in _DEDUP_FIELDS]
+    else:
+        items = sorted(fields.items())
+    digest = hashlib.sha1("\x1f".join(f"{k}={v}" for k, v in items).encode()).hexdigest()
+    return f"{event}:{digest[:32]}"
+
+
+def customer_phone(value: str | None) -> str | None:
+    """E.164 (``+`` and digits) from a webhook number: ``442037691881``, ``+44...`` or ``Name (4420...)``."""
+    if not value:
+        return None
+    inner = re.search(r"\(([^)]*)\)\s*$", value)
+    digits = re.sub(r"\D", "", inner.group(1) if inner else value)
+    return "+" + digits if len(digits) >= 5 else None
+
+
+def abandon_answer(action: str | None) -> dict[str, Any]:
+    """The NOTIFY_START answer for a customer nobody can take: ``hangup`` or ``ivr_play:<file id>``."""
+    text = (action or "hangup").strip()
+    if text.startswith("ivr_play:") and text[len("ivr_play:") :].strip():
+        return {"ivr_play": text[len("ivr_play:") :].strip()}
+    return {"hangup": 1}
+
+
+def _ts(dt: datetime | None) -> float | None:
+    return dt.timestamp() if dt is not None else None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """The result of one event: HTTP status, the JSON answer (NOTIFY_START), whether it was a resend."""
+
+    status: int
+    answer: dict[str, Any] | None = None
+    duplicate: bool = False
+    event_id: int | None = None
+    attempt_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Ref:
+    """The attempt facts folding needs, read with one Core query (an ORM load costs more than the event)."""
+
+    id: int
+    campaign_id: int
+    contact_id: int
+    phone: str
+    state: str
+    pbx_call_id: str | None
+    placed_at: float | None
+    created_at: float | None
+
+
+_ATTEMPT: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
+_CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
+_DNC: sa.Table = DncEntry.__table__  # type: ignore[attr-defined]
+_REF_SELECT = sa.select(
+    _ATTEMPT.c.id,
+    _ATTEMPT.c.campaign_id,
+    _ATTEMPT.c.contact_id,
+    _ATTEMPT.c.phone,
+    _ATTEMPT.c.state,
+    _ATTEMPT.c.pbx_call_id,
+    _ATTEMPT.c.sent_at,
+    _ATTEMPT.c.placed_at,
+    _ATTEMPT.c.created_at,
+)
+# Statements built once: building a statement per event costs more than running it.
+_BY_ID = _REF_SELECT.where(_ATTEMPT.c.id == sa.bindparam("id"))
+_BY_PBX = (
+    _REF_SELECT.where(_ATTEMPT.c.pbx_call_id == sa.bindparam("pbx")).order_by(_ATTEMPT.c.id.desc()).limit(1)
+)
+_BY_PHONE = (
+    _REF_SELECT.where(_ATTEMPT.c.phone == sa.bindparam("phone"), _ATTEMPT.c.state.in_(LIVE_ATTEMPT_STATES))
+    .order_by(_ATTEMPT.c.id.desc())
+    .limit(1)
+)
+_SET_PBX = (
+    sa.update(_ATTEMPT)
+    .where(_ATTEMPT.c.id == sa.bindparam("aid"), _ATTEMPT.c.pbx_call_id.is_(None))
+    .values(pbx_call_id=sa.bindparam("pbx"))
+)
+_CONTACT_NAME = sa.select(_CONTACT.c.name).where(_CONTACT.c.id == sa.bindparam("cid"))
+_ON_DNC = sa.select(_DNC.c.id).where(_DNC.c.phone == sa.bindparam("phone")).limit(1)
+_REF_CACHE = 5_000
+
+
+_MAX_BATCH = 64
+
+
+@dataclass(slots=True)
+class _Job:
+    fields: dict[str, str]
+    received_at: datetime
+    signature_ok: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Processed]
+
+
+def _resolve(future: asyncio.Future[Processed], result: Processed | BaseException) -> None:
+    if future.done():  # the client went away and the request was cancelled
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+@dataclass
+class _CampaignInfo:
+    abandon_action: str
+    fetched_at: float
+
+
+@dataclass
+class ReplayResult:
+    events: int = 0
+    duplicates: int = 0
+    completed: int = 0
+    answers: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+class WebhookProcessor:
+    """Stores and folds one event at a time (thread-safe; callers are serialised)."""
+
+    def __init__(self, db_engine: Engine, live: LiveState, metrics: Metrics | None = None) -> None:
+        self.engine = db_engine
+        self.live = live
+        self.metrics = metrics or Metrics()
+        self._lock = threading.Lock()
+        self._campaigns: dict[int, _CampaignInfo] = {}
+        self._answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._refs: OrderedDict[int, _Ref] = OrderedDict()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.completed = 0  # attempts this processor ended (first completion only)
+        self._insert = self._insert_statement()
+
+    # --- threading ---
+
+    def _ensure_writer(self) -> queue.SimpleQueue[_Job | None]:
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._queue = queue.SimpleQueue()
+                self._writer = threading.Thread(
+                    target=self._write_loop, args=(self._queue,), name="webhook-writer", daemon=True
+                )
+                self._writer.start()
+            return self._queue
+
+    def close(self) -> None:
+        """Finish queued events and stop the writer thread."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._queue.put(None)
+        if writer is not None:
+            writer.join(timeout=30)
+
+    async def process_async(
+        self, fields: dict[str, str], received_at: datetime, signature_ok: bool
+    ) -> Processed:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Processed] = loop.create_future()
+        self._ensure_writer().put(_Job(fields, received_at, signature_ok, loop, future))
+        return await future
+
+    def _write_loop(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
+        """One writer: events commit in arrival order; under load, the events that queued up while the previous
+        batch was being written share one transaction, so a burst costs fewer commits per event."""
+        stop = False
+        while not stop:
+            first = jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
+                try:
+                    nxt = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            try:
+                results: list[Processed | BaseException] = list(
+                    self.process_batch([(j.fields, j.received_at, j.signature_ok) for j in batch])
+                )
+            except Exception as exc:
+                results = [exc] * len(batch)
+            for job, result in zip(batch, results, strict=True):
+                with contextlib.suppress(RuntimeError):  # the server's loop already closed
+                    job.loop.call_soon_threadsafe(_resolve, job.future, result)
+
+    def _insert_statement(self) -> Any:
+        table = WebhookEvent.__table__  # type: ignore[attr-defined]
+        name = self.engine.dialect.name
+        if name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return (
+                sqlite_insert(table)
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(table.c.id)
+            )
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(table.c.id)
+        return None
+
+    def _store(
+        self, session: Session, fields: Mapping[str, str], key: str, received_at: datetime, ok: bool
+    ) -> int | None:
+        """Insert the raw event; None when it is already stored."""
+        values: dict[str, Any] = {
+            "received_at": received_at,
+            "event": fields.get("event", "")[:100],
+            "pbx_call_id": (fields.get("pbx_call_id") or None),
+            "dedup_key": key,
+            "payload": dict(fields),
+            "signature_ok": ok,
+        }
+        if self._insert is not None:
+            result = session.connection().execute(self._insert, values)
+            row = result.first()
+            return None if row is None else int(row[0])
+        try:  # pragma: no cover - other databases
+            with session.begin_nested():
+                ev = WebhookEvent(**values)
+                session.add(ev)
+                session.flush()
+            return ev.id
+        except sa.exc.IntegrityError:  # pragma: no cover
+            return None
+
+    def process(self, fields: Mapping[str, str], received_at: datetime, signature_ok: bool) -> Processed:
+        """Store ``fields`` (one event) and fold it in; ``received_at`` is the clock for every live decision."""
+        return self.process_batch([(fields, received_at, signature_ok)])[0]
+
+    def process_batch(self, items: list[tuple[Mapping[str, str], datetime, bool]]) -> list[Processed]:
+        """Store and fold events in order, in one transaction. A failure to fold one event is logged and leaves
+        its raw row stored; a database failure fails the whole batch (nothing is committed)."""
+        notify: list[int] = []
+        results: list[Processed] = []
+        with self._lock:
+            session = Session(self.engine, expire_on_commit=False)
+            try:
+                for fields, received_at, ok in items:
+                    results.append(self._one(session, fields, received_at, ok, notify))
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+            for key, result in zip((dedup_key(f) for f, _, _ in items), results, strict=True):
+                if result.answer is not None and not result.duplicate:
+                    self._answers[key] = result.answer
+            while len(self._answers) > _ANSWER_CACHE:
+                self._answers.popitem(last=False)
+        if notify:
+            self.live.notify(notify)
+        return results
+
+    def _one(
+        self, session: Session, raw: Mapping[str, str], received_at: datetime, ok: bool, notify: list[int]
+    ) -> Processed:
+        fields = {str(k): str(v) for k, v in raw.items()}
+        event = fields.get("event", "")
+        key = dedup_key(fields)
+        event_id = self._store(session, fields, key, received_at, ok)
+        if event_id is None:
+            self.metrics.inc("dialer_webhook_duplicates_total")
+            cached = self._answers.get(key, {}) if event == "NOTIFY_START" else None
+            return Processed(200, cached, duplicate=True)
+        self.live.event_received(received_at.timestamp())
+        self.metrics.webhook_event(event)
+        answer: dict[str, Any] | None = {} if event == "NOTIFY_START" else None
+        attempt_id: int | None = None
+        try:
+            with session.begin_nested():
+                answer, attempt_id = self._fold(session, fields, received_at, notify)
+        except Exception as exc:
+            # The raw event stays stored (for audit and a later replay) even when folding it fails.
+            self.metrics.inc("dialer_webhook_errors_total")
+            log_event(
+                log,
+                logging.ERROR,
+                "webhook event not folded",
+                event=event,
+                pbx_call_id=fields.get("pbx_call_id", ""),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            answer = {} if event == "NOTIFY_START" else None
+        return Processed(200, answer, event_id=event_id, attempt_id=attempt_id)
+
+    # --- folding ---
+
+    def _fold(
+        self, session: Session, f: dict[str, str], received_at: datetime, notify: list[int]
+    ) -> tuple[dict[str, Any] | None, int | None]:
+        event = f.get("event", "")
+        now = received_at.timestamp()
+        pbx = f.get("pbx_call_id") or None
+        field_name = _CUSTOMER_FIELD.get(event)
+        if field_name is None:
+            return None, None  # NOTIFY_RECORD and events we do not know: stored, nothing to fold
+        phone = customer_phone(f.get(field_name))
+        ref = self._find_attempt(session, pbx, phone)
+        if ref is not None:
+            self._touch(session, ref, now, out_start=event == "NOTIFY_OUT_START")
+            self.live.link(pbx, ref.id)
+            if pbx and ref.pbx_call_id is None:
+                # The first leg seen names the call for reconciliation against statistics.
+                session.connection().execute(_SET_PBX, {"aid": ref.id, "pbx": pbx})
+                ref.pbx_call_id = pbx
+        aid = ref.id if ref is not None else None
+
+        if event == "NOTIFY_OUT_END" and ref is not None:
+            disposition = normalise_disposition(f.get("disposition"))
+            answered = disposition == ANSWERED
+            finished = self.live.out_ended(ref.id, now, disposition, answered=answered)
+            if not answered and ref.state in LIVE_ATTEMPT_STATES:
+                ring = finished.ring_s if finished is not None else None
+                outcome = CallOutcome(
+                    disposition or "no answer",
+                    False,
+                    False,
+                    False,
+                    ring_seconds=ring,
+                    pbx_call_id=ref.pbx_call_id or pbx,
+                    finished_at=received_at,
+                    source="webhook",
+                )
+                self._complete(session, ref, outcome, received_at)
+            notify.append(ref.campaign_id)
+            return None, aid
+
+        if event == "NOTIFY_START":
+            return self._route(session, ref, phone, pbx, received_at, notify), aid
+
+        extension = (f.get("internal") or "").strip()
+        if event == "NOTIFY_INTERNAL":
+            if extension:
+                self.live.agent_ringing(pbx, extension, now, aid)
+            return None, aid
+
+        if event == "NOTIFY_ANSWER":
+            extension = extension or (f.get("destination") or "").strip()
+            if extension:
+                self.live.agent_answered(pbx, extension, now, aid)
+                if ref is not None:
+                    notify.append(ref.campaign_id)
+            return None, aid
+
+        if event == "NOTIFY_END":
+            self._end(session, f, ref, pbx, received_at, notify)
+            return None, aid
+        return None, aid  # NOTIFY_OUT_START: linking above was all
+
+    def _end(
+        self,
+        session: Session,
+        f: dict[str, str],
+        ref: _Ref | None,
+        pbx: str | None,
+        received_at: datetime,
+        notify: list[int],
+    ) -> None:
+        now = received_at.timestamp()
+        disposition = normalise_disposition(f.get("disposition"))
+        agent = (f.get("last_internal") or "").strip() or (f.get("internal") or "").strip() or None
+        talk = _float(f.get("duration"))
+        call = self.live.call(ref.id) if ref is not None else None
+        saw_answer = call is not None and call.connected_at is not None
+        connected = saw_answer or (disposition == ANSWERED and agent is not None)
+        if connected and call is not None and call.agent:
+            agent = call.agent
+        result = self.live.call_ended(
+            pbx,
+            ref.id if ref is not None else None,
+            now,
+            agent=agent,
+            connected=connected,
+            talk_s=talk if connected else None,
+            disposition=ANSWERED if connected else disposition,
+        )
+        if ref is None:
+            return
+        ring = None
+        if result.placed_at is not None and result.answered_at is not None:
+            ring = max(0.0, result.answered_at - result.placed_at)
+        if connected:
+            talk_s = (
+                talk
+                if talk is not None
+                else (result.finished.talk_s if result.finished is not None else None)
+            )
+            outcome = CallOutcome(
+                ANSWERED,
+                True,
+                True,
+                False,
+                agent=agent,
+                talk_seconds=talk_s,
+                ring_seconds=ring,
+                pbx_call_id=ref.pbx_call_id or pbx,
+                finished_at=received_at,
+                source="webhook",
+            )
+        else:
+            outcome = CallOutcome(
+                ANSWERED,
+                True,
+                False,
+                True,
+                talk_seconds=0.0,
+                ring_seconds=ring,
+                pbx_call_id=ref.pbx_call_id or pbx,
+                finished_at=received_at,
+                source="webhook",
+            )
+        self._complete(session, ref, outcome, received_at)
+        notify.append(ref.campaign_id)
+
+    def _route(
+        self,
+        session: Session,
+        ref: _Ref | None,
+        phone: str | None,
+        pbx: str | None,
+        received_at: datetime,
+        notify: list[int],
+    ) -> dict[str, Any]:
+        now = received_at.timestamp()
+        if ref is None or ref.state not in LIVE_ATTEMPT_STATES:
+            if phone and self._on_dnc(session, phone):
+                log_event(log, logging.INFO, "DNC number calling in: blacklisted", phone=phone)
+                return {"redirect": "blacklist"}
+            return {}
+        self.live.customer_answered(ref.id, now)
+        notify.append(ref.campaign_id)
+        name = session.connection().execute(_CONTACT_NAME, {"cid": ref.contact_id}).scalar()
+        kind, extension = self.live.route(ref.campaign_id, ref.id, pbx, now)
+        if kind == "agent" and extension:
+            return {"redirect": extension, **({"caller_name": name} if name else {})}
+        if kind == "pbx":
+            return {"caller_name": name} if name else {}
+        info = self._campaign_info(session, ref.campaign_id)
+        finished = self.live.abandoned(ref.id, now)
+        ring = finished.ring_s if finished is not None else None
+        outcome = CallOutcome(
+            ANSWERED,
+            True,
+            False,
+            True,
+            talk_seconds=0.0,
+            ring_seconds=ring,
+            pbx_call_id=ref.pbx_call_id or pbx,
+            finished_at=received_at,
+            source="webhook",
+        )
+        self._complete(session, ref, outcome, received_at)
+        log_event(
+            log,
+            logging.INFO,
+            "no agent free: abandon action",
+            campaign_id=ref.campaign_id,
+            attempt_id=ref.id,
+            action=info.abandon_action,
+        )
+        return abandon_answer(info.abandon_action)
+
+    def _complete(self, session: Session, ref: _Ref, outcome: CallOutcome, received_at: datetime) -> None:
+        attempt = session.get(Attempt, ref.id)
+        if attempt is None:  # pragma: no cover - deleted under us
+            return
+        if complete_attempt(session, attempt, outcome, now=received_at):
+            self.completed += 1
+            self.metrics.call_outcome(
+                attempt.campaign_id,
+                answered=outcome.answered,
+                connected=outcome.connected,
+                abandoned=outcome.abandoned,
+            )
+        ref.state = attempt.state
+
+    # --- lookups ---
+
+    def _find_attempt(self, session: Session, pbx: str | None, phone: str | None) -> _Ref | None:
+        """Our attempt for an event: by the call id seen before, else the latest live attempt for the phone."""
+        attempt_id = self.live.attempt_for(pbx)
+        if attempt_id is not None:
+            ref = self._refs.get(attempt_id)
+            if ref is not None:
+                return ref
+            row = session.connection().execute(_BY_ID, {"id": attempt_id}).first()
+            if row is not None:
+                return self._remember(row)
+        if pbx:
+            row = session.connection().execute(_BY_PBX, {"pbx": pbx}).first()
+            if row is not None:
+                return self._remember(row)
+        if phone:
+            row = session.connection().execute(_BY_PHONE, {"phone": phone}).first()
+            if row is not None:
+                return self._remember(row)
+        return None
+
+    def _remember(self, row: Any) -> _Ref:
+        ref = _Ref(
+            id=row.id,
+            campaign_id=row.campaign_id,
+            contact_id=row.contact_id,
+            phone=row.phone,
+            state=row.state,
+            pbx_call_id=row.pbx_call_id,
+            placed_at=_ts(row.sent_at) or _ts(row.placed_at),
+            created_at=_ts(row.created_at),
+        )
+        self._refs[ref.id] = ref
+        if len(self._refs) > _REF_CACHE:
+            self._refs.popitem(last=False)
+        return ref
+
+    def _touch(self, session: Session, ref: _Ref, now: float, *, out_start: bool) -> None:
+        """Make sure the live state knows the call and its campaign's agents."""
+        if self.live.call(ref.id) is None:
+            placed = ref.placed_at
+            if placed is None:
+                placed = now if out_start else (ref.created_at or now)
+            self.live.ensure_call(ref.campaign_id, ref.id, ref.phone, placed)
+        self._campaign_info(session, ref.campaign_id, now=now)
+
+    def _campaign_info(self, session: Session, campaign_id: int, now: float | None = None) -> _CampaignInfo:
+        info = self._campaigns.get(campaign_id)
+        mono = time.monotonic()
+        if info is None or mono - info.fetched_at > _CAMPAIGN_REFRESH_S:
+            campaign = session.get(Campaign, campaign_id)
+            action = campaign.abandon_action if campaign is not None else "hangup"
+            info = self._campaigns[campaign_id] = _CampaignInfo(action, mono)
+            if campaign is not None and not self.live.is_configured(campaign_id):
+                self.live.configure_campaign(
+                    campaign_id,
+                    extensions=list(campaign.agent_extensions or []),
+                    agents=campaign.agents,
+                    now=now or 0.0,
+                )
+        return info
+
+    def _on_dnc(self, session: Session, phone: str) -> bool:
+        return session.connection().execute(_ON_DNC, {"phone": phone}).first() is not None
+
+
+# --- the ASGI app ------------------------------------------------------------------------------------------
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "?"
+
+
+def create_webhook_app(
+    db_engine: Engine,
+    *,
+    secret: str,
+    live: LiveState,
+    path: str = "/zadarma",
+    verify: bool = True,
+    metrics: Metrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> Starlette:
+    """The webhook app: ``GET/POST {path}``, ``GET /healthz``, ``GET /metrics``.
+
+    ``verify=False`` accepts unsigned events (logged as a WARNING at start-up); with ``verify=True`` a secret is
+    required. The app's ``state.processor`` is the ``WebhookProcessor`` (tests and the daemon may use it).
+    """
+    if verify and not secret:
+        raise ValueError(
+            "webhook verification needs the Zadarma secret; pass verify=False to turn it off explicitly"
+        )
+    if not path.startswith("/"):
+        path = "/" + path
+    metrics = metrics or live.metrics or Metrics()
+    if live.metrics is None:
+        live.metrics = metrics
+    processor = WebhookProcessor(db_engine, live, metrics)
+
+    async def hook(request: Request) -> Response:
+        if request.method == "GET":
+            echo = request.query_params.get("zd_echo")
+            return PlainTextResponse(echo if echo is not None else "ok")
+        received_at = datetime.now(UTC)
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            metrics.inc("dialer_webhook_malformed_total")
+            return PlainTextResponse("body too large", status_code=413)
+        try:
+            form = await request.form(max_files=5, max_fields=200, max_part_size=max_body_bytes)
+        except Exception as exc:
+            metrics.inc("dialer_webhook_malformed_total")
+            log_event(
+                log,
+                logging.WARNING,
+                "malformed webhook body",
+                client=_client(request),
+                error=type(exc).__name__,
+                content_type=request.headers.get("content-type", ""),
+            )
+            return PlainTextResponse("malformed body", status_code=400)
+        fields: dict[str, str] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, str) and name not in fields:
+                fields[name] = value
+        await form.close()
+        event = fields.get("event", "").strip()
+        if not event:
+            metrics.inc("dialer_webhook_malformed_total")
+            log_event(
+                log,
+                logging.WARNING,
+                "webhook without an event field",
+                client=_client(request),
+                fields=",".join(sorted(fields))[:200],
+            )
+            return PlainTextResponse("missing event", status_code=400)
+        fields["event"] = event
+        signature = request.headers.get("signature")
+        known = event in WEBHOOK_SIGNED_FIELDS
+        ok = bool(secret) and known and verify_webhook(fields, signature, secret)
+        if verify and known and not ok:
+            metrics.inc("dialer_webhook_signature_failures_total")
+            log_event(
+                log,
+                logging.WARNING,
+                "webhook refused: bad signature",
+                event=event,
+                pbx_call_id=fields.get("pbx_call_id", ""),
+                client=_client(request),
+                signature="missing" if not signature else "wrong",
+            )
+            return PlainTextResponse("bad signature", status_code=403)
+        try:
+            result = await processor.process_async(fields, received_at, ok)
+        except Exception as exc:
+            log_event(
+                log,
+                logging.ERROR,
+                "webhook event not stored",
+                event=event,
+                pbx_call_id=fields.get("pbx_call_id", ""),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return PlainTextResponse("internal error", status_code=500)
+        if event == "NOTIFY_START":
+            return JSONResponse(result.answer or {})
+        return PlainTextResponse("ok")
+
+    async def healthz(request: Request) -> Response:
+        last = live.last_event_at
+        return JSONResponse(
+            {
+                "ok": True,
+                "verify": verify,
+                "events": live.events_seen,
+                "last_event_age_s": None if last is None else round(time.time() - last, 3),
+            }
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(metrics.render(live), media_type=CONTENT_TYPE)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not verify:
+            log_event(
+                log,
+                logging.WARNING,
+                "webhook signature verification is OFF: anyone who can reach this URL can forge call events",
+                path=path,
+            )
+        log_event(log, logging.INFO, "webhook receiver ready", path=path, verify=verify)
+        try:
+            yield
+        finally:
+            processor.close()
+
+    app = Starlette(
+        routes=[
+            Route(path, hook, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.processor = processor
+    app.state.live = live
+    app.state.metrics = metrics
+    return app
+
+
+# --- replay ------------------------------------------------------------------------------------------------
+
+
+def replay_events(
+    db_engine: Engine,
+    events: Iterable[WebhookEvent | Mapping[str, Any]],
+    *,
+    live: LiveState | None = None,
+    metrics: Metrics | None = None,
+) -> ReplayResult:
+    """Feed stored raw events, in the order given (received order), through the live folding code into
+    ``db_engine`` (a database holding the same campaigns, contacts and attempts). Events already stored there are
+    duplicates and change nothing. Mappings need ``payload`` and ``received_at`` (``signature_ok`` optional)."""
+    processor = WebhookProcessor(db_engine, live or LiveState(), metrics)
+    out = ReplayResult()
+    for ev in events:
+        if isinstance(ev, WebhookEvent):
+            payload, received_at, ok = ev.payload, ev.received_at, ev.signature_ok
+        else:
+            payload, received_at, ok = ev["payload"], ev["received_at"], bool(ev.get("signature_ok", False))
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=UTC)
+        result = processor.process(payload, received_at, ok)
+        out.events += 1
+        out.duplicates += int(result.duplicate)
+        if result.answer is not None and result.event_id is not None:
+            out.answers[result.event_id] = result.answer
+    out.completed = processor.completed
+    return out

@@ -1,0 +1,107 @@
+"""The daemon end to end: simulator and `dialer run` as real subprocesses, a real SQLite file."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import Stack, stack
+from tests.invariants import check_invariants, real_calls, truth_totals
+
+pytestmark = pytest.mark.slow
+
+
+def _finish_and_check(st: Stack, name: str, *, dnc: frozenset[str] = frozenset()) -> dict[str, object]:
+    truth = st.wait_truth_settled()
+    pairs = check_invariants(truth, st.attempts(), st.contacts(), st.campaign(name), dnc=dnc,
+                             rate_limited=int(st.sim_stats()["rate_limited_total"]))
+    assert st.campaign(name).state == "finished"
+    return {"truth": truth, "pairs": pairs}
+
+
+def _assert_report_matches_truth(st: Stack, name: str, truth: list[dict[str, object]]) -> None:
+    report = st.report_json(name)
+    expected = truth_totals(truth)
+    calls = report.get("calls", report)
+    assert calls["answered"] == expected["answered"]
+    assert calls["connected"] == expected["connected"]
+    assert calls["abandoned"] == expected["abandoned"]
+    talk = float(calls["talk_seconds"])
+    assert abs(talk - expected["talk_seconds"]) <= 0.01 * max(1.0, expected["talk_seconds"])
+
+
+@pytest.mark.parametrize("webhooks", [True, False], ids=["webhooks", "statistics-only"])
+def test_campaign_runs_to_finished_and_agrees_with_truth(tmp_path: Path, webhooks: bool) -> None:
+    with stack(tmp_path, webhooks=webhooks) as st:
+        # Without webhooks outcomes arrive only through statistics, so keep more lines going.
+        phones = st.make_campaign("e2e", 300, agents=5, pacing="progressive" if webhooks else "ratio:3",
+                               extra=["--abandon-action", "ivr_play:1"])
+        dnc = frozenset(phones[:3])
+        st.cli("dnc", "add", *dnc)
+        st.cli("campaign", "start", "e2e")
+        st.run_daemon(240)
+        result = _finish_and_check(st, "e2e", dnc=dnc)
+        truth = result["truth"]
+        assert isinstance(truth, list)
+        assert len(real_calls(truth)) >= 297
+        _assert_report_matches_truth(st, "e2e", truth)
+        log = st.daemon_log()
+        if not webhooks:
+            assert "running without real-time events" in log
+
+
+def test_sigkill_five_times_loses_nothing_and_calls_nobody_twice(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    with stack(tmp_path, webhooks=False) as st:
+        st.make_campaign("crash", 300, agents=5, pacing="ratio:3")
+        st.cli("campaign", "start", "crash")
+        for _ in range(5):
+            proc = st.start_daemon()
+            time.sleep(rng.uniform(1.0, 5.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        st.run_daemon(300)
+        result = _finish_and_check(st, "crash")
+        truth = result["truth"]
+        assert isinstance(truth, list)
+        # Every real call belongs to exactly one attempt: nobody was called twice for one attempt.
+        assert len(result["pairs"]) == len(real_calls(truth))  # type: ignore[arg-type]
+        assert "now uncertain" in st.daemon_log() or "recovered" in st.daemon_log()
+
+
+def test_faults_ambiguous_timeouts_and_5xx_all_resolve(tmp_path: Path) -> None:
+    faults = ["timeout-after-processing=0.1", "server-error-rate=0.05"]
+    with stack(tmp_path, webhooks=False, faults=faults) as st:
+        st.make_campaign("faults", 150, agents=5, pacing="ratio:3")
+        st.cli("campaign", "start", "faults")
+        st.run_daemon(300)
+        result = _finish_and_check(st, "faults")
+        attempts = st.attempts()
+        # Some callbacks really were ambiguous, and every one was resolved by reconciliation.
+        resolved = [a for a in attempts if a.error and ("may have been processed" in a.error or "server error" in a.error
+                                                        or "did not happen" in a.error)]
+        assert resolved, "the fault injection produced no ambiguous callbacks"
+        assert all(a.state in ("completed", "not_placed") for a in resolved)
+        assert len(result["pairs"]) == len(real_calls(result["truth"]))  # type: ignore[arg-type]
+
+
+def test_sigterm_during_busy_campaign_exits_fast_with_nothing_placing(tmp_path: Path) -> None:
+    with stack(tmp_path, webhooks=False, faults=["slow-ms=300"]) as st:
+        st.make_campaign("term", 300, agents=20, pacing="ratio:2")
+        st.cli("campaign", "start", "term")
+        proc = st.start_daemon()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(st.truth()) < 20:
+            time.sleep(0.2)
+        assert len(st.truth()) >= 20, "the campaign never got busy"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+        elapsed = time.monotonic() - started
+        assert elapsed < 10, f"took {elapsed:.1f}s to stop"
+        assert proc.returncode == 0
+        assert not [a for a in st.attempts() if a.state == "placing"]

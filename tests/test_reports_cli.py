@@ -1,0 +1,104 @@
+"""`dialer report` as a real subprocess: JSON for machines, tables for people, exports, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from tests.test_reports_build import CAMPAIGN, TZ, Sample, build_sample
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sample]:
+    s = build_sample(tmp_path_factory.mktemp("cli"))
+    s.engine.dispose()  # the subprocesses own the database from here
+    yield s
+
+
+def run(sample: Sample, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DIALER_DATABASE_URL": sample.url, "COLUMNS": "120"}
+    env.pop("DIALER_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "dialer", "report", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_json(sample: Sample, tmp_path: Path) -> None:
+    out = run(sample, CAMPAIGN, "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["campaign"] == CAMPAIGN and data["timezone"] == TZ
+    assert (data["calls_placed"], data["answered"], data["connected"], data["abandoned"]) == (7, 5, 3, 2)
+    assert data["abandon_rate"] == 0.4 and data["occupancy"] == pytest.approx(0.38)
+    assert (data["contacts_reached"], data["contacts_pending"], data["contacts_dnc"]) == (3, 2, 1)
+    assert data["last_call_at"] == "2026-11-26T00:40:00-05:00"
+    assert [h["hour"] for h in data["hourly"]][-2:] == ["2026-11-25T23:00:00", "2026-11-26T00:00:00"]
+    assert data["cost"] == pytest.approx(1.875)
+
+
+def test_tables_for_people(sample: Sample, tmp_path: Path) -> None:
+    out = run(sample, CAMPAIGN, "--tz", "UTC", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert "times in UTC" in text
+    assert "40.0%" in text and "71.4%" in text and "38.0%" in text  # abandon, answer rate, occupancy
+    assert "2026-11-26 04:00" in text and "2026-11-26 05:00" in text  # the hourly rows in UTC
+    assert "6m 20s" in text  # total talk time
+
+
+def test_exports_with_json(sample: Sample, tmp_path: Path) -> None:
+    xlsx, sqlite_file, csv_dir = tmp_path / "r.xlsx", tmp_path / "r.sqlite", tmp_path / "csv"
+    out = run(
+        sample,
+        CAMPAIGN,
+        "--json",
+        "--xlsx",
+        str(xlsx),
+        "--sqlite",
+        str(sqlite_file),
+        "--csv",
+        str(csv_dir),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["campaign"] == CAMPAIGN  # stdout stays pure JSON; notices go to stderr
+    assert "Wrote XLSX" in out.stderr
+    assert openpyxl.load_workbook(xlsx).sheetnames == ["Summary", "Contacts", "Attempts", "Hourly"]
+    db = sqlite3.connect(sqlite_file)
+    try:
+        assert db.execute("SELECT abandon_rate FROM kpi_abandon_rate").fetchone()[0] == pytest.approx(0.4)
+    finally:
+        db.close()
+    assert sorted(p.name for p in csv_dir.iterdir()) == [
+        "attempts.csv",
+        "contacts.csv",
+        "hourly.csv",
+        "summary.csv",
+    ]
+
+
+def test_user_mistakes_are_clear_errors(sample: Sample, tmp_path: Path) -> None:
+    out = run(sample, "nope", cwd=tmp_path)
+    assert out.returncode == 1
+    assert (
+        "no campaign named 'nope'" in out.stderr and "winter" in out.stderr and "Traceback" not in out.stderr
+    )
+    out = run(sample, CAMPAIGN, "--tz", "Mars/Olympus", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown timezone" in out.stderr and "Traceback" not in out.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = run(sample, CAMPAIGN, "--xlsx", str(blocker / "r.xlsx"), cwd=tmp_path)
+    assert out.returncode == 1 and "cannot write" in out.stderr and "Traceback" not in out.stderr
