@@ -100,6 +100,8 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         recovered = self.engine.recover()
+        # One request before pacing starts teaches the budget the account's real limits and window.
+        self.check_balance()
         self._start_webhooks()
         now = datetime.now(UTC)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
@@ -107,8 +109,7 @@ class Daemon:
                                next_run_time=now)
         self.scheduler.add_job(self.reconcile, "interval", seconds=self.config.reconcile_every_s, id="reconcile",
                                next_run_time=now)
-        self.scheduler.add_job(self.check_balance, "interval", seconds=self.config.balance_every_s, id="balance",
-                               next_run_time=now)
+        self.scheduler.add_job(self.check_balance, "interval", seconds=self.config.balance_every_s, id="balance")
         self.scheduler.add_job(self.heartbeat, "interval", seconds=self.config.heartbeat_every_s, id="heartbeat",
                                next_run_time=now)
         log_event(log, logging.INFO, "daemon started", pid=os.getpid(), recovered=recovered,

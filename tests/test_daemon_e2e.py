@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -98,6 +99,11 @@ def test_sigterm_during_busy_campaign_exits_fast_with_nothing_placing(tmp_path: 
         while time.monotonic() < deadline and len(st.truth()) < 20:
             time.sleep(0.2)
         assert len(st.truth()) >= 20, "the campaign never got busy"
+        # `dialer status` reads what the daemon is doing from the database while it runs.
+        status = json.loads(st.cli("status", "--json").stdout)
+        assert status["daemon"]["state"] == "running"
+        assert status["campaigns"][0]["name"] == "term" and status["campaigns"][0]["placed"] >= 20
+        assert status["daemon"]["budget"]["general"]["limit"] > 0
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
@@ -105,3 +111,4 @@ def test_sigterm_during_busy_campaign_exits_fast_with_nothing_placing(tmp_path: 
         assert elapsed < 10, f"took {elapsed:.1f}s to stop"
         assert proc.returncode == 0
         assert not [a for a in st.attempts() if a.state == "placing"]
+        assert json.loads(st.cli("status", "--json").stdout)["daemon"]["state"] == "stopped"

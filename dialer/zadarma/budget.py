@@ -39,6 +39,8 @@ class GroupState:
     # Send times within the last window: the statistics group also keeps to its limit in any sliding window.
     history: deque[float] = field(default_factory=deque)
     sliding: bool = False
+    # True once two responses told us the server's real window length.
+    window_learned: bool = False
 
 
 class BudgetExhausted(Exception):
@@ -100,7 +102,9 @@ class RateBudget:
     @staticmethod
     def _slide_wait(st: GroupState, now: float) -> float:
         """Seconds until a sliding-window group may send again (0 if it may now)."""
-        if not st.sliding:
+        # The sliding cap needs the real window length: until headers have taught it, the server's own
+        # fixed-window count (remaining/reset) is the only limit applied.
+        if not st.sliding or (st.from_headers and not st.window_learned):
             return 0.0
         while st.history and st.history[0] <= now - st.window_s:
             st.history.popleft()
@@ -160,18 +164,24 @@ class RateBudget:
         with self._lock:
             st = self._state(group)
             now = self._clock()
+            prev_reset = st.last_header_reset
             if reset is not None:
                 if st.last_header_reset is not None and reset > st.last_header_reset:
                     # Learn the real window length: a sped-up simulator uses shorter ones. Consecutive
                     # resets may skip idle windows, so the smallest gap seen is the window.
                     st.window_s = min(st.window_s, reset - st.last_header_reset)
+                    st.window_learned = True
                 st.last_header_reset = reset
                 st.reset_at = max(reset, now) if reset > now else _next_boundary(now, st.window_s)
             if limit is not None and limit > 0:
                 st.limit = limit
             if remaining is not None:
                 # Requests we sent after this one are not in the server's figure yet.
-                st.remaining = max(0, remaining - max(0, st.in_flight - 1))
+                fresh = max(0, remaining - max(0, st.in_flight - 1))
+                same_window = reset is not None and prev_reset is not None and abs(reset - prev_reset) < 0.5
+                # Within one window the server's count only goes down; a response that arrives late carries
+                # an older, higher figure, so it may lower our count but never raise it.
+                st.remaining = min(st.remaining, fresh) if same_window else fresh
             st.from_headers = True
             return True
 

@@ -1,0 +1,65 @@
+"""Webhooks end to end: the daemon's view of every call follows the simulator's truth within a second."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from dialer.models import Attempt
+from tests.e2e import stack
+from tests.invariants import match_truth, real_calls
+
+pytestmark = pytest.mark.slow
+
+
+def test_live_outcomes_match_truth_within_a_second_and_redirect_is_obeyed(tmp_path: Path) -> None:
+    with stack(tmp_path, time_scale=30, webhooks=True) as st:
+        st.make_campaign("live", 80, agents=5, extra=["--abandon-action", "ivr_play:1"])
+        st.cli("campaign", "start", "live")
+        first_seen: dict[int, tuple[float, bool, bool, bool]] = {}
+        done = threading.Event()
+
+        def watch() -> None:
+            # What the daemon knows, as any other reader of its database sees it, sampled every 50 ms.
+            while not done.is_set():
+                with st.db() as s:
+                    for a in s.exec(select(Attempt).where(Attempt.state == "completed")).all():
+                        if a.id not in first_seen:
+                            first_seen[a.id or 0] = (time.time(), bool(a.answered), bool(a.connected),
+                                                     bool(a.abandoned))
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            st.run_daemon(240)
+        finally:
+            done.set()
+            watcher.join()
+        truth = st.wait_truth_settled()
+        attempts = st.attempts()
+
+    pairs = match_truth(truth, attempts)
+    calls = {str(c["id"]): c for c in real_calls(truth)}
+    assert len(pairs) == len(calls) > 0
+    lags = []
+    for call_id, attempt in pairs.items():
+        call = calls[call_id]
+        seen_at, answered, connected, abandoned = first_seen[attempt.id or 0]
+        # The view equals the truth...
+        assert (answered, connected, abandoned) == (bool(call["answered"]), bool(call["connected"]),
+                                                    bool(call["abandoned"])), call
+        # ...and it was there within a second of the call's end (its outcome is final only then).
+        lags.append(seen_at - float(call["ended_at"]))
+        if call["connected"]:
+            assert attempt.agent == call["agent"]
+    assert max(lags) <= 1.0, f"slowest outcome reached the database {max(lags):.2f}s after the call ended"
+    # The agent our NOTIFY_START answer named is the one who talked.
+    routed = [c for c in calls.values() if c.get("requested_agent") and c["connected"]]
+    assert routed, "no call was routed by the daemon's NOTIFY_START answer"
+    obeyed = [c for c in routed if c["agent"] == c["requested_agent"]]
+    assert len(obeyed) == len(routed), [(c["requested_agent"], c["agent"]) for c in routed if c not in obeyed]
