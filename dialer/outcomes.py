@@ -1,14 +1,17 @@
 """The contact and attempt state machine: what an attempt's outcome means for the contact.
 
-Webhooks (in real time) and reconciliation (the record of truth) both end attempts through
-``complete_attempt``; the engine ends attempts that never became calls through ``fail_attempt`` and
-``attempt_not_placed``. Keeping every transition here is what makes the two sources agree.
+Webhooks (in real time) end attempts through ``complete_attempt``; reconciliation (the record of truth) ends
+thousands at once with bulk writes but takes every decision from the same two pure functions
+``complete_attempt`` applies, ``attempt_completion`` and ``contact_transition``. The engine ends attempts that
+never became calls through ``fail_attempt`` and ``attempt_not_placed``. Keeping every transition here is what
+makes the two sources agree.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol
 
 from sqlmodel import Session
 
@@ -52,7 +55,7 @@ class CallOutcome:
     source: str = "statistics"
 
 
-def retry_delay_s(campaign: Campaign, outcome: CallOutcome) -> int:
+def retry_delay_s(campaign: RetryPolicy, outcome: CallOutcome) -> int:
     if outcome.abandoned:
         return campaign.retry_abandoned_s
     if outcome.disposition == BUSY:
@@ -60,6 +63,101 @@ def retry_delay_s(campaign: Campaign, outcome: CallOutcome) -> int:
     if outcome.disposition in (FAILED, "no money", "line limit", "no limit", "no day limit"):
         return campaign.retry_failed_s
     return campaign.retry_no_answer_s
+
+
+class AttemptFacts(Protocol):
+    """The attempt columns ``attempt_completion`` reads: an ``Attempt`` or a plain record."""
+
+    @property
+    def agent(self) -> str | None: ...
+
+    @property
+    def talk_seconds(self) -> float | None: ...
+
+    @property
+    def ring_seconds(self) -> float | None: ...
+
+    @property
+    def cost(self) -> float | None: ...
+
+    @property
+    def pbx_call_id(self) -> str | None: ...
+
+    @property
+    def placed_at(self) -> datetime | None: ...
+
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+class RetryPolicy(Protocol):
+    """The campaign settings ``contact_transition`` reads: a ``Campaign`` or a plain record."""
+
+    @property
+    def max_attempts(self) -> int: ...
+
+    @property
+    def retry_busy_s(self) -> int: ...
+
+    @property
+    def retry_no_answer_s(self) -> int: ...
+
+    @property
+    def retry_failed_s(self) -> int: ...
+
+    @property
+    def retry_abandoned_s(self) -> int: ...
+
+
+class ContactMove(NamedTuple):
+    state: str
+    next_attempt_at: datetime | None
+    last_disposition: str
+
+
+def attempt_completion(attempt: AttemptFacts, outcome: CallOutcome, now: datetime) -> dict[str, Any]:
+    """The attempt's columns (name -> value) once ``outcome`` ends it. Pure: nothing is written.
+
+    Facts the outcome does not know (no agent, no cost yet) keep what the attempt already had, so a later,
+    poorer source never erases a richer earlier one.
+    """
+    return {
+        "disposition": outcome.disposition,
+        "answered": outcome.answered,
+        "connected": outcome.connected,
+        "abandoned": outcome.abandoned,
+        "agent": outcome.agent or attempt.agent,
+        "talk_seconds": attempt.talk_seconds if outcome.talk_seconds is None else outcome.talk_seconds,
+        "ring_seconds": attempt.ring_seconds if outcome.ring_seconds is None else outcome.ring_seconds,
+        "cost": attempt.cost if outcome.cost is None else outcome.cost,
+        "pbx_call_id": outcome.pbx_call_id or attempt.pbx_call_id,
+        "placed_at": attempt.placed_at if attempt.placed_at is not None else outcome.started_at,
+        "finished_at": attempt.finished_at or outcome.finished_at or now,
+        "state": "completed",
+        "live": False,
+        "updated_at": now,
+    }
+
+
+def contact_transition(
+    campaign: RetryPolicy,
+    state: str,
+    attempts: int,
+    next_attempt_at: datetime | None,
+    outcome: CallOutcome,
+    now: datetime,
+) -> ContactMove:
+    """Where a contact goes when one of its attempts ends with ``outcome`` (the first time it ends). Pure."""
+    last = "abandoned" if outcome.abandoned else outcome.disposition
+    if state in FINAL_CONTACT_STATES:
+        return ContactMove(state, next_attempt_at, last)  # e.g. put on the DNC list while the call was ringing
+    if outcome.connected:
+        return ContactMove("done", None, last)
+    if outcome.disposition in PERMANENT_DISPOSITIONS:
+        return ContactMove("invalid", None, last)
+    if attempts >= campaign.max_attempts:
+        return ContactMove("exhausted", None, last)
+    return ContactMove("retry", now + timedelta(seconds=retry_delay_s(campaign, outcome)), last)
 
 
 def complete_attempt(
@@ -72,24 +170,8 @@ def complete_attempt(
     """
     now = now or utcnow()
     first_time = attempt.state != "completed"
-    attempt.disposition = outcome.disposition
-    attempt.answered = outcome.answered
-    attempt.connected = outcome.connected
-    attempt.abandoned = outcome.abandoned
-    attempt.agent = outcome.agent or attempt.agent
-    if outcome.talk_seconds is not None:
-        attempt.talk_seconds = outcome.talk_seconds
-    if outcome.ring_seconds is not None:
-        attempt.ring_seconds = outcome.ring_seconds
-    if outcome.cost is not None:
-        attempt.cost = outcome.cost
-    attempt.pbx_call_id = outcome.pbx_call_id or attempt.pbx_call_id
-    if attempt.placed_at is None and outcome.started_at is not None:
-        attempt.placed_at = outcome.started_at
-    attempt.finished_at = attempt.finished_at or outcome.finished_at or now
-    attempt.state = "completed"
-    attempt.live = False
-    attempt.updated_at = now
+    for name, value in attempt_completion(attempt, outcome, now).items():
+        setattr(attempt, name, value)
     session.add(attempt)
     if not first_time:
         return False
@@ -97,21 +179,8 @@ def complete_attempt(
     campaign = session.get(Campaign, attempt.campaign_id)
     if contact is None or campaign is None:  # pragma: no cover - foreign keys prevent it
         return True
-    contact.last_disposition = "abandoned" if outcome.abandoned else outcome.disposition
-    if contact.state in FINAL_CONTACT_STATES:
-        pass  # e.g. put on the DNC list while the call was ringing: it stays there
-    elif outcome.connected:
-        contact.state = "done"
-        contact.next_attempt_at = None
-    elif outcome.disposition in PERMANENT_DISPOSITIONS:
-        contact.state = "invalid"
-        contact.next_attempt_at = None
-    elif contact.attempts >= campaign.max_attempts:
-        contact.state = "exhausted"
-        contact.next_attempt_at = None
-    else:
-        contact.state = "retry"
-        contact.next_attempt_at = now + timedelta(seconds=retry_delay_s(campaign, outcome))
+    move = contact_transition(campaign, contact.state, contact.attempts, contact.next_attempt_at, outcome, now)
+    contact.state, contact.next_attempt_at, contact.last_disposition = move
     contact.updated_at = now
     session.add(contact)
     return True

@@ -6,7 +6,8 @@ rate-limit window are divided by ``time_scale`` while timestamps stay real unix 
 lasts 3 wall seconds and the 100-requests window lasts one second.
 
 Ground truth for tests lives under ``/_sim/`` (no signature needed): ``/_sim/calls``, ``/_sim/stats``,
-``/_sim/agents``, ``/_sim/webhook`` (GET to read, POST ``url=...`` to point notifications elsewhere).
+``/_sim/agents``, ``/_sim/requests`` (every API request: arrival time, key, path, status),
+``/_sim/webhook`` (GET to read, POST ``url=...`` to point notifications elsewhere).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,8 @@ TO_RE = re.compile(r"^\+?\d{3,20}$")
 FROM_RE = re.compile(r"^\+?[0-9A-Za-z\-]{1,32}$")
 INTERNAL_STATUS_RE = re.compile(r"^/v1/pbx/internal/(\d+)/status/$")
 HOLD_S = 60.0
+# The request log keeps this many of the latest API requests (a long demo must not grow without bound).
+REQUEST_LOG_MAX = 100_000
 LOOP_MAX_SLEEP_S = 0.25
 
 Result = tuple[int, dict[str, Any]]
@@ -133,6 +136,7 @@ class Simulator:
         self.by_status: Counter[int] = Counter()
         self.rate_limited: Counter[str] = Counter()
         self.faults_injected: Counter[str] = Counter()
+        self.request_log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_MAX)
         self.sms: list[dict[str, Any]] = []
         self.caller_ids: dict[str, str] = {}
         self.redirection: dict[str, dict[str, str]] = {
@@ -283,6 +287,21 @@ class Simulator:
 
     # -- HTTP: the API -----------------------------------------------------------------------------------
     async def api(self, request: Request) -> Response:
+        arrived = self.now()
+        response = await self._api(request)
+        auth = request.headers.get("authorization") or ""
+        self.request_log.append(
+            {
+                "at": arrived,
+                "key": auth.partition(":")[0].strip(),
+                "method": request.method,
+                "path": request.url.path,
+                "status": response.status_code,
+            }
+        )
+        return response
+
+    async def _api(self, request: Request) -> Response:
         path = request.url.path
         verb = request.method
         if verb == "GET":
@@ -629,6 +648,15 @@ class Simulator:
         ]
         return JSONResponse(out)
 
+    async def sim_requests(self, request: Request) -> Response:
+        """Every API request received (the latest ``REQUEST_LOG_MAX``) in the order they were answered, ``at``
+        being the arrival time; ``?since=`` unix time, ``?path_prefix=`` e.g. ``/v1/statistics/``."""
+        since = float(request.query_params.get("since", "0") or 0)
+        prefix = request.query_params.get("path_prefix", "")
+        return JSONResponse(
+            [r for r in self.request_log if r["at"] >= since and r["path"].startswith(prefix)]
+        )
+
     async def sim_stats(self, request: Request) -> Response:
         return JSONResponse(self.stats_snapshot())
 
@@ -740,6 +768,7 @@ def create_app(
             Route("/_sim/calls", sim.sim_calls, methods=["GET"]),
             Route("/_sim/stats", sim.sim_stats, methods=["GET"]),
             Route("/_sim/agents", sim.sim_agents, methods=["GET"]),
+            Route("/_sim/requests", sim.sim_requests, methods=["GET"]),
             Route("/_sim/webhook", sim.sim_webhook, methods=["GET", "POST"]),
             Route("/{path:path}", sim.api, methods=verbs),
         ],
@@ -772,6 +801,9 @@ class RunningSimulator:
 
     def stats(self) -> dict[str, Any]:
         return self.get("/_sim/stats")
+
+    def requests(self, path_prefix: str = "") -> list[dict[str, Any]]:
+        return self.get("/_sim/requests?path_prefix=" + path_prefix)
 
     def wait_webhook_verified(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
