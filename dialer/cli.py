@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from dialer import __version__
-from dialer.commands import api, bench, campaign, db, dnc, report, run, sim, webhooks
+from dialer.commands import api, bench, campaign, db, demo, dnc, report, run, sim, webhooks
 from dialer.logs import setup_logging
 
 app = typer.Typer(
@@ -48,6 +48,7 @@ app.command("run")(run.run)
 app.command("status")(run.status)
 app.command("reconcile")(run.reconcile)
 app.command("report")(report.report)
+app.command("demo")(demo.demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,9 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Benchmarks: pacing policies in the discrete-event simulator.", no_args_is_help=True)
+app = typer.Typer(help="Benchmarks: pacing policies in the discrete-event simulator.\n\n"
+                  "Example: dialer bench pacing --scenario benchmarks/scenarios/anchor-n20.toml",
+                  no_args_is_help=True)
 
 DEFAULT_POLICIES = ["progressive", "vicidial", "vicidial-average", "predictive"]
 

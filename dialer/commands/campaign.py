@@ -18,7 +18,8 @@ from dialer.commands.db import open_db
 from dialer.db import session_scope
 from dialer.models import CONTACT_STATES, Campaign, Contact
 
-app = typer.Typer(help="Campaigns: create, load contact lists, inspect, start/pause/resume/stop, change settings.",
+app = typer.Typer(help="Campaigns: create, load contact lists, inspect, start/pause/resume/stop, change settings.\n\n"
+                  "Example: dialer campaign load campaigns/example.csv --campaign spring --from 100 --region GB",
                   no_args_is_help=True)  # fmt: skip
 
 # Options shared by `create` and `load` (which creates the campaign in one step when given --from).

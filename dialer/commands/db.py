@@ -9,7 +9,8 @@ from dialer import db
 from dialer.commands.common import EXIT_ERROR, fail, print_json
 from dialer.settings import load_settings
 
-app = typer.Typer(help="The database: upgrade its schema, show its version, check models against migrations.",
+app = typer.Typer(help="The database: upgrade its schema, show its version, check models against migrations.\n\n"
+                  "Example: dialer db upgrade",
                   no_args_is_help=True)  # fmt: skip
 
 EXIT_SCHEMA = 6

@@ -15,7 +15,8 @@ from dialer.commands.common import EXIT_USAGE, fail, print_json
 from dialer.commands.db import open_db
 from dialer.db import session_scope
 
-app = typer.Typer(help="The do-not-call list: numbers that are never loaded and never dialled.",
+app = typer.Typer(help="The do-not-call list: numbers that are never loaded and never dialled.\n\n"
+                  "Example: dialer dnc import tps-export.csv --region GB",
                   no_args_is_help=True)  # fmt: skip
 
 CAMPAIGN = typer.Option(None, "--campaign", "-c", help="Only for this campaign (default: every campaign).")

@@ -8,7 +8,9 @@ import typer
 
 from dialer.commands.common import EXIT_CONFIG, config_errors, fail, print_json
 
-app = typer.Typer(help="The PBX webhook receiver (Zadarma NOTIFY_* events).", no_args_is_help=True)
+app = typer.Typer(help="The PBX webhook receiver (Zadarma NOTIFY_* events).\n\n"
+                  "Example: dialer webhooks serve --port 8088 --path /zadarma",
+                  no_args_is_help=True)
 
 DEFAULT_PORT = 8088
 
