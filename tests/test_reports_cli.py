@@ -102,3 +102,16 @@ def test_user_mistakes_are_clear_errors(sample: Sample, tmp_path: Path) -> None:
     blocker.write_text("x")
     out = run(sample, CAMPAIGN, "--xlsx", str(blocker / "r.xlsx"), cwd=tmp_path)
     assert out.returncode == 1 and "cannot write" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_operator_timezone_from_the_environment(sample: Sample, tmp_path: Path) -> None:
+    env_run = subprocess.run(
+        [sys.executable, "-m", "dialer", "report", CAMPAIGN, "--json"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**{k: v for k, v in os.environ.items() if k != "DIALER_CONFIG"},
+             "DIALER_DATABASE_URL": sample.url, "DIALER_TIMEZONE": "Asia/Tokyo"},
+    )
+    assert env_run.returncode == 0, env_run.stderr
+    data = json.loads(env_run.stdout)
+    assert data["timezone"] == "Asia/Tokyo"
+    assert data["last_call_at"] == "2026-11-26T14:40:00+09:00"  # 00:40 in New York

@@ -44,7 +44,7 @@ def report(
         None, "--sqlite", metavar="FILE", help="Write a standalone SQLite database with kpi_* views."
     ),
     tz: str | None = typer.Option(
-        None, "--tz", metavar="ZONE", help="Show times in this IANA zone instead of the campaign's."
+        None, "--tz", metavar="ZONE", help="Show times in this IANA zone instead of the campaign's (default: DIALER_TIMEZONE if set)."
     ),
 ) -> None:
     """Report a campaign: contacts by final state, answer and abandon rates (campaign, 24 h, 30 days), occupancy,
@@ -64,7 +64,7 @@ def report(
         fail(str(exc), EXIT_CONFIG)
     try:
         try:
-            result = build_report(engine, campaign, tz=tz)
+            result = build_report(engine, campaign, tz=tz or settings.timezone or None)
         except CampaignNotFound as exc:
             fail(str(exc), EXIT_ERROR)
         except ValueError as exc:
