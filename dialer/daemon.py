@@ -92,6 +92,7 @@ class Daemon:
             timezone=UTC,
         )
         self._last_reconcile_ok = 0.0
+        self._ran_campaign = False
         self._silent_logged = False
         self._errors: list[str] = []
 
@@ -170,6 +171,7 @@ class Daemon:
         if self.stop_event.is_set():
             return
         running = set(self.engine.running_campaign_ids())
+        self._ran_campaign = self._ran_campaign or bool(running)
         existing = {int(j.id.split(":")[1]) for j in self.scheduler.get_jobs() if j.id.startswith("pace:")}
         if self.live is not None:
             self._configure_live(running)
@@ -303,7 +305,8 @@ class Daemon:
             live = s.exec(
                 select(func.count()).select_from(Attempt).where(col(Attempt.state).in_(LIVE_ATTEMPT_STATES))
             ).one()
-        return running == 0 and live == 0 and self._last_reconcile_ok > 0
+        # Until a campaign has run in this process there is nothing to finish: wait for one to be started.
+        return running == 0 and live == 0 and self._ran_campaign and self._last_reconcile_ok > 0
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:

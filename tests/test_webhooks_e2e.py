@@ -18,7 +18,14 @@ pytestmark = pytest.mark.slow
 
 def test_live_outcomes_match_truth_within_a_second_and_redirect_is_obeyed(tmp_path: Path) -> None:
     with stack(tmp_path, time_scale=30, webhooks=True) as st:
-        st.make_campaign("live", 80, agents=5, extra=["--abandon-action", "ivr_play:1"])
+        st.make_campaign("live", 80, agents=5, pacing="ratio:2", extra=["--abandon-action", "ivr_play:1"])
+        # Statistics are not what this test measures: pull them less often than the default test pace.
+        proc = st.start_daemon("--until-finished", "--reconcile-every", "3")
+        # Zadarma checks a webhook URL (zd_echo) when it is configured, before any campaign runs: so here.
+        deadline = time.monotonic() + 30
+        while not st.sim_stats()["webhooks"]["verified"]:
+            assert time.monotonic() < deadline, "the simulator never verified the daemon's webhook URL"
+            time.sleep(0.1)
         st.cli("campaign", "start", "live")
         first_seen: dict[int, tuple[float, bool, bool, bool]] = {}
         done = threading.Event()
@@ -36,7 +43,7 @@ def test_live_outcomes_match_truth_within_a_second_and_redirect_is_obeyed(tmp_pa
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
-            st.run_daemon(240)
+            proc.wait(240)
         finally:
             done.set()
             watcher.join()
@@ -46,7 +53,7 @@ def test_live_outcomes_match_truth_within_a_second_and_redirect_is_obeyed(tmp_pa
     pairs = match_truth(truth, attempts)
     calls = {str(c["id"]): c for c in real_calls(truth)}
     assert len(pairs) == len(calls) > 0
-    lags = []
+    lags: list[tuple[float, dict[str, object]]] = []
     for call_id, attempt in pairs.items():
         call = calls[call_id]
         seen_at, answered, connected, abandoned = first_seen[attempt.id or 0]
@@ -54,10 +61,13 @@ def test_live_outcomes_match_truth_within_a_second_and_redirect_is_obeyed(tmp_pa
         assert (answered, connected, abandoned) == (bool(call["answered"]), bool(call["connected"]),
                                                     bool(call["abandoned"])), call
         # ...and it was there within a second of the call's end (its outcome is final only then).
-        lags.append(seen_at - float(call["ended_at"]))
+        lags.append((seen_at - float(call["ended_at"]), call))
         if call["connected"]:
             assert attempt.agent == call["agent"]
-    assert max(lags) <= 1.0, f"slowest outcome reached the database {max(lags):.2f}s after the call ended"
+    worst, worst_call = max(lags, key=lambda x: x[0])
+    median = sorted(x for x, _ in lags)[len(lags) // 2]
+    print(f"outcome lag after call end: max {worst:.3f}s, median {median:.3f}s")
+    assert worst <= 1.0, f"slowest outcome reached the database {worst:.2f}s after the call ended: {worst_call}"
     # The agent our NOTIFY_START answer named is the one who talked.
     routed = [c for c in calls.values() if c.get("requested_agent") and c["connected"]]
     assert routed, "no call was routed by the daemon's NOTIFY_START answer"
