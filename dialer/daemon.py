@@ -62,6 +62,7 @@ class DaemonConfig:
     stop_timeout_s: float = 8.0
     http_read_timeout_s: float = 15.0
     until_finished: bool = False
+    time_scale: float = 1.0
     max_runtime_s: float = 0.0
 
 
@@ -76,7 +77,8 @@ class Daemon:
         self.live: Any = None
         self.metrics: Any = None
         self.webhook_server: Any = None
-        self.engine = Engine(self.db, self.client, config=EngineConfig(tick_s=config.tick_s))
+        self.engine = Engine(self.db, self.client,
+                             config=EngineConfig(tick_s=config.tick_s, time_scale=config.time_scale))
         self.reconciler = Reconciler(
             self.db,
             self.client,

@@ -145,6 +145,7 @@ def daemon_config(scenario: Scenario, time_scale: float, webhook_port: int) -> D
         pbx_leg_grace_s=max(5.0, 60.0 / s),
         stop_timeout_s=8.0,
         http_read_timeout_s=5.0,
+        time_scale=s,
     )
 
 
@@ -470,19 +471,6 @@ def _start_campaign_when_webhooks_verified(
         svc.start_campaign(s, CAMPAIGN)
 
 
-def _agent_time_in_world_seconds(db: DbEngine, time_scale: float) -> None:
-    """The daemon counts logged-in agent time on the wall clock while talk time comes from the simulated world:
-    restate the former in world seconds so the report's occupancy means what it says."""
-    from dialer.kv import get_value, put_value
-    from dialer.reports import agent_seconds_key
-
-    key = agent_seconds_key(int(_campaign(db).id or 0))
-    with session_scope(db) as s:
-        value = get_value(s, key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            put_value(s, key, float(value) * time_scale)
-
-
 def _report(opts: DemoOptions, console: Console, result: DemoResult) -> None:
     from dialer.commands.report import render
     from dialer.exports import export_xlsx
@@ -491,7 +479,6 @@ def _report(opts: DemoOptions, console: Console, result: DemoResult) -> None:
     assert result.database is not None
     db = open_database(f"sqlite:///{result.database}")
     try:
-        _agent_time_in_world_seconds(db, opts.time_scale)
         report = build_report(db, CAMPAIGN)
         result.totals = {
             "placed": report.calls_placed,

@@ -71,6 +71,9 @@ class EngineConfig:
     place_workers: int = 4
     # Counts over the legal window are re-read from the database this often; in between they are updated live.
     counts_refresh_s: float = 30.0
+    # Only for a sped-up simulator world, whose PBX reports durations in world seconds: agent time is counted
+    # in the same unit so occupancy means what it says. Always 1 against Zadarma.
+    time_scale: float = 1.0
 
 
 @dataclass
@@ -233,7 +236,7 @@ class Engine:
         try:
             now = self.clock()
             if rt.last_tick:
-                rt.agent_seconds += max(0.0, now - rt.last_tick) * _agents(campaign)
+                rt.agent_seconds += max(0.0, now - rt.last_tick) * _agents(campaign) * self.config.time_scale
             rt.last_tick = now
             obs = self.observe(campaign, rt, now)
             n = max(0, min(rt.policy.decide(obs), obs.budget))

@@ -588,7 +588,9 @@ class LiveState:
                 call.answered_at = answered_at = answered_at or now
                 ring_s = max(0.0, answered_at - call.placed_at)
                 if is_connected:
-                    if talk_s is None:
+                    # Pacing compares talk times with its own clock (``now - talking_since``), so it learns
+                    # from the time it saw pass; the PBX's ``duration`` only when the answer was never seen.
+                    if connected_at is not None or talk_s is None:
                         talk_s = max(0.0, now - (connected_at or answered_at))
                     finished = FinishedCall(
                         call.placed_at, now, True, True, False, ring_s, talk_s, disposition

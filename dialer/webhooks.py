@@ -497,17 +497,7 @@ class WebhookProcessor:
                 source="webhook",
             )
         else:
-            outcome = CallOutcome(
-                ANSWERED,
-                True,
-                False,
-                True,
-                talk_seconds=0.0,
-                ring_seconds=ring,
-                pbx_call_id=ref.pbx_call_id or pbx,
-                finished_at=received_at,
-                source="webhook",
-            )
+            outcome = _abandoned(ring, ref.pbx_call_id or pbx, received_at)
         self._complete(session, ref, outcome, received_at)
         notify.append(ref.campaign_id)
 
@@ -537,17 +527,7 @@ class WebhookProcessor:
         info = self._campaign_info(session, ref.campaign_id)
         finished = self.live.abandoned(ref.id, now)
         ring = finished.ring_s if finished is not None else None
-        outcome = CallOutcome(
-            ANSWERED,
-            True,
-            False,
-            True,
-            talk_seconds=0.0,
-            ring_seconds=ring,
-            pbx_call_id=ref.pbx_call_id or pbx,
-            finished_at=received_at,
-            source="webhook",
-        )
+        outcome = _abandoned(ring, ref.pbx_call_id or pbx, received_at)
         self._complete(session, ref, outcome, received_at)
         log_event(
             log,
@@ -815,3 +795,9 @@ def replay_events(
             out.answers[result.event_id] = result.answer
     out.completed = processor.completed
     return out
+
+
+def _abandoned(ring: float | None, pbx_call_id: str | None, at: datetime) -> CallOutcome:
+    """The customer answered and reached no agent."""
+    return CallOutcome(ANSWERED, True, False, True, talk_seconds=0.0, ring_seconds=ring,
+                       pbx_call_id=pbx_call_id, finished_at=at, source="webhook")

@@ -145,6 +145,7 @@ class Stack:
             "--uncertain-grace", str(max(6.0, 300 / s)),
             "--pbx-leg-grace", "5",
             "--silence", str(max(5.0, 120 / s)),
+            "--time-scale", str(s),
             *extra,
         ]
 

@@ -31,6 +31,8 @@ def _assert_report_matches_truth(st: Stack, name: str, truth: list[dict[str, obj
     assert calls["answered"] == expected["answered"]
     assert calls["connected"] == expected["connected"]
     assert calls["abandoned"] == expected["abandoned"]
+    # Agent time is counted in the simulated world's seconds (`--time-scale`), like the talk time.
+    assert 0.05 < float(calls["occupancy"]) <= 1.0
     talk = float(calls["talk_seconds"])
     assert abs(talk - expected["talk_seconds"]) <= 0.01 * max(1.0, expected["talk_seconds"])
 

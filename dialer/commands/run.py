@@ -41,6 +41,8 @@ def run(
     until_finished: bool = typer.Option(False, "--until-finished", help="Exit when every campaign has finished "
                                         "and been reconciled."),
     max_runtime: float = typer.Option(0.0, "--max-runtime", help="Exit after this many seconds (0 = never)."),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="Only against `dialer sim serve --time-scale X`: "
+                                     "the same X, so agent time is counted in the simulated world's seconds."),
 ) -> None:
     """Run the dialer daemon: pace every running campaign, reconcile, serve webhooks.
 
@@ -67,6 +69,7 @@ def run(
             live_silence_s=silence,
             until_finished=until_finished,
             max_runtime_s=max_runtime,
+            time_scale=time_scale,
         )
         code = run_daemon(settings, config)
     except ConfigError as exc:

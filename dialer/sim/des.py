@@ -20,7 +20,6 @@ budget is clipped, and each call it asked for beyond the budget is counted as a 
 from __future__ import annotations
 
 import math
-import tomllib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -29,7 +28,7 @@ from typing import Any
 
 from dialer.pacing import FinishedCall, Observation, Policy, make_policy
 from dialer.sim.model import CallModel, SimCall
-from dialer.sim.scenario import DAY_S, Scenario, ScenarioError
+from dialer.sim.scenario import DAY_S, Scenario, ScenarioError, read_scenario_toml
 
 STATS_POLL_S = 20.0
 DRAIN_S = 120.0
@@ -66,12 +65,7 @@ class BenchScenario:
 
 def load_bench_scenario(path: str | Path) -> BenchScenario:
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {p}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"scenario {p} is not valid TOML: {exc}") from None
+    data = read_scenario_toml(p)
     bench = data.pop("bench", {})
     if not isinstance(bench, dict):
         raise ScenarioError("[bench] must be a table")

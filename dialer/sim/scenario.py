@@ -571,14 +571,20 @@ def _check_timezone(name: str) -> None:
         raise ScenarioError(f"timezone: unknown IANA zone {name!r}") from None
 
 
-def load_scenario(path: str | Path) -> Scenario:
+def read_scenario_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML of a scenario file as a dict, or a ScenarioError that says what is wrong with the file."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScenarioError(f"cannot read scenario {p}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"scenario {p} is not valid TOML: {exc}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    p = Path(path)
+    data = read_scenario_toml(p)
     data.setdefault("name", p.stem)
     return Scenario.from_dict(data, source=str(p))
 
