@@ -20,7 +20,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dialer import campaigns, db
+from dialer import db
+from dialer.ingest import campaigns
 from dialer.models import utcnow
 
 

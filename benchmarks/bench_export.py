@@ -24,8 +24,8 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dialer.db import open_database
-from dialer.exports import export_csv, export_sqlite, export_xlsx
-from dialer.reports import agent_seconds_key, build_report, table
+from dialer.reporting.exports import export_csv, export_sqlite, export_xlsx
+from dialer.reporting.reports import agent_seconds_key, build_report, table
 
 CAMPAIGN = "bench"
 START = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)

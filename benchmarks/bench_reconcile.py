@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dialer.db import open_database, session_scope
 from dialer.models import Attempt, Campaign, Contact, utcnow
-from dialer.reconcile import Reconciler
+from dialer.outcomes.reconcile import Reconciler
 
 FMT = "%Y-%m-%d %H:%M:%S"
 

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dialer.asgi_thread import free_port
 from dialer.db import open_database, session_scope
-from dialer.engine import Engine
+from dialer.dialing.engine import Engine
 from dialer.models import Attempt, Campaign, Contact, utcnow
-from dialer.outcomes import CallOutcome, complete_attempt
-from dialer.sim.demo import DEMO_KEY, DEMO_SECRET
+from dialer.outcomes.transitions import CallOutcome, complete_attempt
+from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
 from dialer.zadarma import ZadarmaClient
 
 

@@ -29,13 +29,13 @@ from sqlalchemy.engine import Engine as DbEngine
 
 import dialer
 from dialer.asgi_thread import free_port
-from dialer.daemon import Daemon, DaemonConfig
 from dialer.db import open_database, session_scope
+from dialer.dialing.daemon import Daemon, DaemonConfig
+from dialer.dialing.status import daemon_status
 from dialer.models import Campaign
 from dialer.settings import Settings
-from dialer.sim.demo import DEMO_KEY, DEMO_SECRET
+from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
 from dialer.sim.scenario import Scenario
-from dialer.status import daemon_status
 from dialer.zadarma import GENERAL
 
 log = logging.getLogger("dialer.demo")
@@ -153,8 +153,8 @@ def create_demo_campaign(
     db: DbEngine, scenario: Scenario, contacts: Path, workdir: Path, time_scale: float
 ) -> Any:
     """The example campaign, matched to the simulated call centre and open at any hour of any day."""
-    from dialer import campaigns as svc
-    from dialer.loader import load_file
+    from dialer.ingest import campaigns as svc
+    from dialer.ingest.loader import load_file
 
     delays = {k: f"{max(1, round(v / time_scale))}s" for k, v in RETRY_DELAYS_S.items()}
     with session_scope(db) as s:
@@ -269,14 +269,14 @@ def _progress_view(
 
 
 def _campaign(db: DbEngine) -> Campaign:
-    from dialer import campaigns as svc
+    from dialer.ingest import campaigns as svc
 
     with session_scope(db, write=False) as s:
         return svc.get_campaign(s, CAMPAIGN)
 
 
 def _pause(db: DbEngine, reason: str) -> None:
-    from dialer import campaigns as svc
+    from dialer.ingest import campaigns as svc
 
     with session_scope(db) as s:
         if svc.get_campaign(s, CAMPAIGN).state == "running":
@@ -356,7 +356,7 @@ def _drive(
 
 
 def _final_reconcile(settings: Settings, db: DbEngine, config: DaemonConfig) -> None:
-    from dialer.reconcile import ReconcileConfig, Reconciler
+    from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
     from dialer.zadarma import ZadarmaClient
 
     rc = ReconcileConfig(
@@ -457,7 +457,7 @@ def _start_campaign_when_webhooks_verified(
     sim: Any, db: DbEngine, thread: threading.Thread, webhook_server: Callable[[], Any]
 ) -> None:
     """Start the campaign once the simulated PBX has verified the daemon's webhook URL, so every call is seen live."""
-    from dialer import campaigns as svc
+    from dialer.ingest import campaigns as svc
 
     deadline = time.monotonic() + 10.0
     # Polled only once the daemon's uvicorn is configured: uvicorn resets its loggers while it sets up.
@@ -473,8 +473,8 @@ def _start_campaign_when_webhooks_verified(
 
 def _report(opts: DemoOptions, console: Console, result: DemoResult) -> None:
     from dialer.commands.report import render
-    from dialer.exports import export_xlsx
-    from dialer.reports import build_report
+    from dialer.reporting.exports import export_xlsx
+    from dialer.reporting.reports import build_report
 
     assert result.database is not None
     db = open_database(f"sqlite:///{result.database}")

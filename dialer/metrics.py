@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dialer.live import LiveState
+    from dialer.dialing.live import LiveState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from dialer.ingest.phones import callable_now
 from dialer.models import Attempt, Campaign, Contact
-from dialer.phones import callable_now
 
 FINAL = {"done", "exhausted", "invalid", "dnc"}
 

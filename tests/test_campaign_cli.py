@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dialer import campaigns, db
+from dialer import db
+from dialer.ingest import campaigns
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "campaigns" / "example.csv"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dialer import campaigns, db
+from dialer import db
+from dialer.ingest import campaigns
 from dialer.models import Contact
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from dialer import campaigns, db, loader
+from dialer import db
+from dialer.ingest import campaigns, loader
 from dialer.models import utcnow
 
 ADMIN_URLS = (

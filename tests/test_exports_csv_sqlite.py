@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dialer.exports import csv_safe, export_csv, export_sqlite
-from dialer.reports import Report, build_report
+from dialer.reporting.exports import csv_safe, export_csv, export_sqlite
+from dialer.reporting.reports import Report, build_report
 from tests.test_reports_build import CAMPAIGN, EVIL_NAME, NOW, TZ, Sample, build_sample
 
 

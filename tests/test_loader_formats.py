@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from sqlalchemy.engine import Engine
 
-from dialer import campaigns, db, loader
+from dialer import db
+from dialer.ingest import campaigns, loader
 from dialer.models import Contact
 
 

@@ -9,7 +9,7 @@ import pytest
 from phonenumbers import PhoneNumberFormat as F
 from phonenumbers import PhoneNumberType as T
 
-from dialer.phones import EMPTY, MANGLED, NO_REGION, normalize_many, normalize_one
+from dialer.ingest.phones import EMPTY, MANGLED, NO_REGION, normalize_many, normalize_one
 
 REGIONS = ["GB", "RU", "US", "DE", "FR", "IT", "AR", "BR", "IN", "AU", "KZ", "MX", "CN", "JP", "GG", "IM", "CA",
            "NL", "ES", "PL", "UA", "TR", "AE", "ZA", "NG", "SG", "NZ", "IE", "CH", "AT"]  # fmt: skip

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from dialer.phones import callable_now, ever_callable, next_window_start, normalize_one
+from dialer.ingest.phones import callable_now, ever_callable, next_window_start, normalize_one
 
 LONDON = ("Europe/London",)
 NY_LA = ("America/New_York", "America/Los_Angeles")

@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from dialer import campaigns
 from dialer.db import open_database, session_scope
+from dialer.ingest import campaigns
 from dialer.models import Attempt, Contact, StatRow
-from dialer.reconcile import ReconcileConfig, Reconciler
+from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
 
 PBX = "442037691880"
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)

@@ -16,11 +16,11 @@ import httpx
 from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import Session, select
 
-from dialer import campaigns
 from dialer.db import open_database, session_scope
-from dialer.engine import Engine
+from dialer.dialing.engine import Engine
+from dialer.ingest import campaigns
 from dialer.models import Attempt, Campaign, Contact, EventLog, KeyValue, StatRow, utcnow
-from dialer.reconcile import WATERMARK_KEY, ReconcileConfig, Reconciler
+from dialer.outcomes.reconcile import WATERMARK_KEY, ReconcileConfig, Reconciler
 from dialer.sim.scenario import Scenario
 from dialer.sim.server import RunningSimulator, run_simulator
 from dialer.zadarma.budget import RateBudget

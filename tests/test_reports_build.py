@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from dialer.db import open_database, session_scope
 from dialer.models import Attempt, Campaign, Contact, KeyValue
-from dialer.reports import CampaignNotFound, agent_seconds_key, build_report
+from dialer.reporting.reports import CampaignNotFound, agent_seconds_key, build_report
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TZ = "America/New_York"

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dialer.sim.demo import DEMO_KEY, DEMO_SECRET
+from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
 from dialer.sim.model import CallModel
 from dialer.sim.scenario import load_scenario
 

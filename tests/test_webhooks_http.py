@@ -13,10 +13,10 @@ import pytest
 from sqlmodel import Session, select
 
 from dialer.asgi_thread import ServerThread, serve
-from dialer.live import LiveState
+from dialer.dialing.live import LiveState
 from dialer.metrics import Metrics
 from dialer.models import WebhookEvent
-from dialer.webhooks import create_webhook_app
+from dialer.outcomes.webhooks import create_webhook_app
 from dialer.zadarma.budget import RateBudget
 from dialer.zadarma.signing import webhook_signature
 from tests.webhooks_support import (

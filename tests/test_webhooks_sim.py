@@ -12,11 +12,11 @@ from typing import Any
 from sqlmodel import Session, select
 
 from dialer.asgi_thread import serve
-from dialer.live import LiveState
+from dialer.dialing.live import LiveState
 from dialer.models import Attempt, Contact, WebhookEvent
+from dialer.outcomes.webhooks import create_webhook_app, replay_events
 from dialer.sim.scenario import Scenario
 from dialer.sim.server import run_simulator
-from dialer.webhooks import create_webhook_app, replay_events
 from dialer.zadarma.client import ZadarmaClient
 from tests.webhooks_support import PBX_NUMBER, make_db, seed
 

@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dialer import campaigns as svc
 from dialer.commands.common import EXIT_USAGE, fail, print_json
 from dialer.commands.db import open_db
 from dialer.db import session_scope
+from dialer.ingest import campaigns as svc
 from dialer.models import CONTACT_STATES, Campaign, Contact
 
 app = typer.Typer(help="Campaigns: create, load contact lists, inspect, start/pause/resume/stop, change settings.\n\n"
@@ -57,7 +57,7 @@ def _settings(**kw: Any) -> dict[str, Any]:
 
 @contextmanager
 def _errors() -> Iterator[None]:
-    from dialer.loader import LoaderError  # pandas is imported only by commands that read files
+    from dialer.ingest.loader import LoaderError  # pandas is imported only by commands that read files
 
     try:
         yield
@@ -172,7 +172,7 @@ def load(
                 if settings or from_:
                     typer.echo(f"Campaign {campaign!r} exists; its settings are unchanged "
                                "(change them with `dialer campaign set`).", err=True)  # fmt: skip
-        from dialer.loader import LoaderError
+        from dialer.ingest.loader import LoaderError
 
         try:
             result = _run_load(engine, file, campaign, phone_column, name_column, rejects, quiet=json_out)
@@ -225,7 +225,7 @@ def _run_load(
                 tasks[stage] = bar.add_task(stage, total=max(total, 1))
             bar.update(tasks[stage], completed=done, total=max(total, 1))
 
-        from dialer.loader import load_file
+        from dialer.ingest.loader import load_file
 
         return load_file(
             engine,

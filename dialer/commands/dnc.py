@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from dialer import campaigns as svc
-from dialer import phones
 from dialer.commands.common import EXIT_USAGE, fail, print_json
 from dialer.commands.db import open_db
 from dialer.db import session_scope
+from dialer.ingest import campaigns as svc
+from dialer.ingest import phones
 
 app = typer.Typer(help="The do-not-call list: numbers that are never loaded and never dialled.\n\n"
                   "Example: dialer dnc import tps-export.csv --region GB",
@@ -82,7 +82,7 @@ def import_(
 
     Example: dialer dnc import tps-export.csv --region GB
     """
-    from dialer.loader import LoaderError, find_phone_column, read_table
+    from dialer.ingest.loader import LoaderError, find_phone_column, read_table
 
     engine = open_db()
     try:

@@ -20,7 +20,7 @@ from dialer.settings import load_settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
-    from dialer.reports import Report
+    from dialer.reporting.reports import Report
 
 HOURLY_ROWS_SHOWN = 48
 
@@ -54,7 +54,7 @@ def report(
     """
     # Imported here: pandas and SQLAlchemy are slow to load and other commands need neither.
     from dialer.db import DatabaseVersionError, open_database
-    from dialer.reports import CampaignNotFound, build_report
+    from dialer.reporting.reports import CampaignNotFound, build_report
 
     with config_errors():
         settings = load_settings()
@@ -87,7 +87,7 @@ def _exports(
     *,
     notices: Console,
 ) -> None:
-    from dialer.exports import export_csv, export_sqlite, export_xlsx
+    from dialer.reporting.exports import export_csv, export_sqlite, export_xlsx
 
     jobs: list[tuple[str, Path, Callable[[Callable[[int], None]], object]]] = []
     if csv_dir is not None:

@@ -12,10 +12,10 @@ from rich.live import Live
 from rich.table import Table
 
 from dialer.commands.common import EXIT_CONFIG, EXIT_ERROR, fail, print_json
-from dialer.daemon import DaemonConfig, run_daemon
 from dialer.db import DatabaseVersionError, open_database
+from dialer.dialing.daemon import DaemonConfig, run_daemon
+from dialer.dialing.status import daemon_status
 from dialer.settings import ConfigError, load_settings
-from dialer.status import daemon_status
 
 console = Console()
 
@@ -149,7 +149,7 @@ def reconcile(
 
     Example: dialer reconcile --since 2026-11-01
     """
-    from dialer.reconcile import Reconciler
+    from dialer.outcomes.reconcile import Reconciler
     from dialer.zadarma import ZadarmaClient, ZadarmaError
 
     try:

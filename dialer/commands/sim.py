@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from dialer.commands.common import EXIT_USAGE, fail, print_json
-from dialer.sim.demo import DEFAULT_PORT, DEMO_KEY, DEMO_SECRET
+from dialer.sim.credentials import DEFAULT_PORT, DEMO_KEY, DEMO_SECRET
 
 app = typer.Typer(
     help="The built-in Zadarma API simulator (no account, no cost).\n\n"

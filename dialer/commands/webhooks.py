@@ -38,9 +38,9 @@ def serve(
     import uvicorn
 
     from dialer.db import DatabaseVersionError, open_database
-    from dialer.live import LiveState
+    from dialer.dialing.live import LiveState
+    from dialer.outcomes.webhooks import create_webhook_app
     from dialer.settings import load_settings
-    from dialer.webhooks import create_webhook_app
 
     with config_errors():
         settings = load_settings()
@@ -94,10 +94,10 @@ def replay(
     from sqlmodel import Session, select
 
     from dialer.db import DatabaseVersionError, open_database, reader
-    from dialer.live import LiveState
+    from dialer.dialing.live import LiveState
     from dialer.models import WebhookEvent
+    from dialer.outcomes.webhooks import replay_events
     from dialer.settings import load_settings
-    from dialer.webhooks import replay_events
 
     with config_errors():
         settings = load_settings()

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dialer.sim import webhooks as wh
-from dialer.sim.demo import DEMO_KEY, DEMO_SECRET
+from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
 from dialer.sim.model import CallModel, ModelEvent, SimCall
 from dialer.sim.ratelimit import RateLimiter
 from dialer.sim.records import (

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from dialer import campaigns, phones
 from dialer.db import session_scope
+from dialer.ingest import campaigns, phones
 from dialer.models import Campaign, Contact, utcnow
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -2,7 +2,7 @@
 
 Request path: parse the form (urlencoded or multipart) on the event loop, check the ``Signature`` header, then hand
 the event to one worker thread that stores it raw (deduplicated), matches it to our attempt, ends the attempt
-through ``dialer.outcomes.complete_attempt`` when the event decides the outcome, updates ``LiveState`` and, for
+through ``dialer.outcomes.transitions.complete_attempt`` when the event decides the outcome, updates ``LiveState`` and, for
 NOTIFY_START, decides how the PBX routes the answered customer. One writer thread keeps events of one call in
 arrival order and keeps SQLite's busy-wait sleeps (which would ruin latency) out of the picture: each event is one
 short ``BEGIN IMMEDIATE`` transaction that never waits for another of ours.
@@ -35,11 +35,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from dialer.live import LiveState
+from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.metrics import CONTENT_TYPE, Metrics
 from dialer.models import LIVE_ATTEMPT_STATES, Attempt, Campaign, Contact, DncEntry, WebhookEvent
-from dialer.outcomes import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
+from dialer.outcomes.transitions import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
 from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS, verify_webhook
 
 log = logging.getLogger("dialer.webhooks")

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from dialer import phones
+from dialer.ingest import phones
 from dialer.models import DUE_STATES, Campaign, Contact, DncEntry, utcnow
 
 PACING_NAMES = ("progressive", "vicidial", "vicidial-average", "predictive")

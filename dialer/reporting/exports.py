@@ -44,7 +44,7 @@ from sqlalchemy.engine import Engine
 from xlsxwriter.utility import xl_col_to_name
 
 from dialer.db import reader
-from dialer.reports import (
+from dialer.reporting.reports import (
     FINAL_STATE_OF,
     Report,
     SummaryItem,

@@ -411,7 +411,7 @@ class LiveState:
         with self._lock:
             return sorted(self._campaigns)
 
-    # --- folding events (called by dialer.webhooks) -----------------------------------------------------
+    # --- folding events (called by dialer.outcomes.webhooks) -----------------------------------------------------
 
     def ensure_call(self, campaign_id: int, attempt_id: int, phone: str, placed_at: float) -> LiveCall:
         """The call for ``attempt_id``, created from the attempt when the engine did not announce it."""

@@ -22,8 +22,9 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from dialer.campaigns import next_due_contacts
 from dialer.db import session_scope
+from dialer.ingest.campaigns import next_due_contacts
+from dialer.ingest.phones import callable_now, next_window_start
 from dialer.kv import add_to_value
 from dialer.logs import log_event
 from dialer.models import (
@@ -34,11 +35,10 @@ from dialer.models import (
     EventLog,
     utcnow,
 )
-from dialer.outcomes import attempt_not_placed, fail_attempt
+from dialer.outcomes.transitions import attempt_not_placed, fail_attempt
 from dialer.pacing import make_policy
 from dialer.pacing.base import Policy
 from dialer.pacing.observation import FinishedCall, Observation
-from dialer.phones import callable_now, next_window_start
 from dialer.zadarma import (
     GENERAL,
     AmbiguousError,
@@ -53,7 +53,7 @@ log = logging.getLogger("dialer.engine")
 
 
 class LiveSource(Protocol):
-    """What the engine needs from the webhook live state (dialer.live.LiveState)."""
+    """What the engine needs from the webhook live state (dialer.dialing.live.LiveState)."""
 
     def call_placed(self, campaign_id: int, attempt_id: int, phone: str, placed_at: float) -> None: ...
 

@@ -30,7 +30,7 @@ from dialer.db import session_scope
 from dialer.kv import put_value
 from dialer.logs import log_event
 from dialer.models import Attempt, Campaign, Contact, EventLog, KeyValue, StatRow, utcnow
-from dialer.outcomes import (
+from dialer.outcomes.transitions import (
     ANSWERED,
     CallOutcome,
     attempt_completion,
@@ -97,7 +97,7 @@ class _Row(NamedTuple):
 
 
 class _Policy(NamedTuple):
-    """A campaign's retry settings (``dialer.outcomes.RetryPolicy``)."""
+    """A campaign's retry settings (``dialer.outcomes.transitions.RetryPolicy``)."""
 
     max_attempts: int
     retry_busy_s: int
@@ -355,7 +355,7 @@ class Reconciler:
         statistics have not confirmed.
 
         Rows and attempts are read as plain tuples and written back with one executemany per table: ORM
-        objects for 100,000 attempts cost most of a minute. The decisions still come from ``dialer.outcomes``
+        objects for 100,000 attempts cost most of a minute. The decisions still come from ``dialer.outcomes.transitions``
         (``attempt_completion``, ``contact_transition``), the same functions ``complete_attempt`` uses.
         """
         result = result or ReconcileResult()

@@ -25,13 +25,13 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import col, func, select
 
 from dialer.db import open_database, session_scope
-from dialer.engine import Engine, EngineConfig
+from dialer.dialing.engine import Engine, EngineConfig
+from dialer.dialing.status import STATUS_KEY
 from dialer.kv import put_value
 from dialer.logs import log_event
 from dialer.models import LIVE_ATTEMPT_STATES, Attempt, Campaign, EventLog, utcnow
-from dialer.reconcile import ReconcileConfig, Reconciler
+from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
 from dialer.settings import Settings
-from dialer.status import STATUS_KEY
 from dialer.zadarma import GENERAL, STATISTICS, Timeouts, ZadarmaClient, ZadarmaError
 
 log = logging.getLogger("dialer.daemon")
@@ -260,9 +260,9 @@ class Daemon:
                       "statistics only (set --webhook-port and point Zadarma's PBX notifications at it)")
             return
         from dialer.asgi_thread import ServerThread
-        from dialer.live import LiveState
+        from dialer.dialing.live import LiveState
         from dialer.metrics import Metrics
-        from dialer.webhooks import create_webhook_app
+        from dialer.outcomes.webhooks import create_webhook_app
 
         self.metrics = Metrics(budget=self.client.budget)
         self.live = LiveState(wrapup_s=self.config.wrapup_s, metrics=self.metrics)

@@ -1,0 +1,1 @@
+"""Reporting: the figures, the report frames and their renderings (terminal, CSV, XLSX, SQLite)."""
