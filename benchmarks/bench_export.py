@@ -24,8 +24,11 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dialer.db import open_database
-from dialer.reporting.exports import export_csv, export_sqlite, export_xlsx
-from dialer.reporting.reports import agent_seconds_key, build_report, table
+from dialer.reporting.csv_export import export_csv
+from dialer.reporting.figures import agent_seconds_key
+from dialer.reporting.reports import build_report, table
+from dialer.reporting.sqlite_export import export_sqlite
+from dialer.reporting.xlsx_export import export_xlsx
 
 CAMPAIGN = "bench"
 START = datetime(2026, 11, 16, 8, 0, tzinfo=UTC)

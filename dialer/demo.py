@@ -33,6 +33,7 @@ from dialer.db import open_database, session_scope
 from dialer.dialing.daemon import Daemon, DaemonConfig
 from dialer.dialing.status import daemon_status
 from dialer.models import Campaign
+from dialer.outcomes.states import CampaignState
 from dialer.settings import Settings
 from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
 from dialer.sim.scenario import Scenario
@@ -103,7 +104,7 @@ class DemoResult:
     webhook_url: str = ""
     database: Path | None = None
     xlsx: Path | None = None
-    ended: str = "not started"  # "finished" | "time limit" | "interrupted"
+    ended: str = "not started"  # "complete" | "time limit" | "interrupted"
     elapsed_s: float = 0.0
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -243,7 +244,7 @@ def _progress_view(
     )
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("Calls placed", f"{int(row.get('placed', 0)):,}")
+    table.add_row("Calls placed", f"{int(row.get('calls_placed', 0)):,}")
     table.add_row("Answered", f"{answered:,}")
     table.add_row("Abandoned", f"{abandoned:,} ({rate} of answered; limit 3%)")
     table.add_row("Ringing / waiting for an agent", f"{ringing} / {waiting if waiting is not None else '-'}")
@@ -279,7 +280,7 @@ def _pause(db: DbEngine, reason: str) -> None:
     from dialer.ingest import campaigns as svc
 
     with session_scope(db) as s:
-        if svc.get_campaign(s, CAMPAIGN).state == "running":
+        if svc.get_campaign(s, CAMPAIGN).state == CampaignState.RUNNING:
             svc.pause_campaign(s, CAMPAIGN, reason)
 
 
@@ -299,7 +300,7 @@ def _drive(
                 daemon.shutdown()
 
     thread = threading.Thread(target=run_daemon, name="dialer-daemon", daemon=True)
-    ended = "finished"
+    ended = "complete"
     drain_until: float | None = None
     deadline = started + opts.max_seconds
     phase = "dialling"
@@ -334,7 +335,7 @@ def _drive(
                     break
                 if not opts.quiet:
                     live.update(view())
-            phase = {"finished": "done", "time limit": "stopped at the time limit"}[ended]
+            phase = {"complete": "all calls made", "time limit": "stopped at the time limit"}[ended]
             if not opts.quiet:
                 live.update(view())
     except KeyboardInterrupt:
@@ -405,7 +406,7 @@ def _run(
     result: DemoResult,
     on_urls: Callable[[DemoResult], None] | None,
 ) -> None:
-    from dialer.sim.server import run_simulator
+    from dialer.sim.harness import run_simulator
 
     scenario = demo_scenario()
     webhook_port = free_port()
@@ -472,16 +473,16 @@ def _start_campaign_when_webhooks_verified(
 
 
 def _report(opts: DemoOptions, console: Console, result: DemoResult) -> None:
-    from dialer.commands.report import render
-    from dialer.reporting.exports import export_xlsx
+    from dialer.reporting.render import render
     from dialer.reporting.reports import build_report
+    from dialer.reporting.xlsx_export import export_xlsx
 
     assert result.database is not None
     db = open_database(f"sqlite:///{result.database}")
     try:
         report = build_report(db, CAMPAIGN)
         result.totals = {
-            "placed": report.calls_placed,
+            "calls_placed": report.calls_placed,
             "answered": report.answered,
             "connected": report.connected,
             "abandoned": report.abandoned,
@@ -495,7 +496,7 @@ def _report(opts: DemoOptions, console: Console, result: DemoResult) -> None:
     finally:
         db.dispose()
     verdict = {
-        "finished": "every contact reached or out of attempts",
+        "complete": "every contact reached or out of attempts",
         "time limit": f"time limit of {opts.max_seconds:g}s reached",
         "interrupted": "interrupted",
     }.get(result.ended, result.ended)

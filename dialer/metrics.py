@@ -1,7 +1,9 @@
 """Prometheus text exposition (format 0.0.4), hand-written: a handful of counters and gauges needs no library.
 
 Counters live here; gauges that describe the present (live calls, agents, API budget) are read when scraped, from
-the ``LiveState`` and the API client's ``RateBudget`` the daemon hands over (``metrics.budget = client.budget``).
+the live state and the API client's ``RateBudget`` the daemon hands over (``metrics.budget = client.budget``).
+The live state is read through ``LiveGauges``, the few things a scrape needs (``dialer.dialing.live.LiveState``
+fits), so this module and the live state never import each other.
 """
 
 from __future__ import annotations
@@ -9,10 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from dialer.dialing.live import LiveState
+from typing import Any, Protocol
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -27,6 +26,34 @@ _COUNTERS: dict[str, str] = {
     "dialer_webhook_malformed_total": "Webhook requests refused as malformed.",
     "dialer_webhook_errors_total": "Webhook events stored but not folded because of an error.",
 }
+
+
+class CampaignGauges(Protocol):
+    """One campaign's live figures at scrape time (``dialer.dialing.live_types.LiveView`` fits)."""
+
+    @property
+    def agents_logged_in(self) -> int: ...
+    @property
+    def idle(self) -> int: ...
+    @property
+    def talking_since(self) -> tuple[float, ...]: ...
+    @property
+    def wrapup_since(self) -> tuple[float, ...]: ...
+    @property
+    def ringing_since(self) -> tuple[float, ...]: ...
+    @property
+    def waiting(self) -> int: ...
+
+
+class LiveGauges(Protocol):
+    """What a scrape reads of the live state (``dialer.dialing.live.LiveState`` fits)."""
+
+    @property
+    def last_event_at(self) -> float | None: ...
+
+    def campaigns(self) -> list[int]: ...
+
+    def view(self, campaign_id: int, now: float) -> CampaignGauges: ...
 
 
 def _escape(value: str) -> str:
@@ -82,7 +109,7 @@ class Metrics:
 
     # --- exposition ---
 
-    def render(self, live: LiveState | None = None, now: float | None = None) -> str:
+    def render(self, live: LiveGauges | None = None, now: float | None = None) -> str:
         now = time.time() if now is None else now
         with self._lock:
             values = dict(self._values)
@@ -124,7 +151,7 @@ class Metrics:
         ]
         return out
 
-    def _live_lines(self, live: LiveState, now: float) -> list[str]:
+    def _live_lines(self, live: LiveGauges, now: float) -> list[str]:
         gauges: dict[str, list[str]] = {
             "dialer_live_calls_ringing": [],
             "dialer_live_calls_waiting": [],

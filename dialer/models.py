@@ -15,6 +15,14 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from dialer.outcomes.states import (
+    LIVE_ATTEMPT_STATES,
+    AttemptState,
+    CampaignState,
+    ContactState,
+    sql_list,
+)
+
 # A stable naming convention lets Alembic's batch mode (SQLite table copies) find and alter constraints by name.
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -24,11 +32,6 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-CAMPAIGN_STATES = ("draft", "running", "paused", "stopped", "finished")
-CONTACT_STATES = ("pending", "dialing", "retry", "done", "exhausted", "invalid", "dnc")
-DUE_STATES = ("pending", "retry")
-ATTEMPT_STATES = ("placing", "placed", "uncertain", "completed", "not_placed", "failed")
-LIVE_ATTEMPT_STATES = ("placing", "placed", "uncertain")
 DEFAULT_WEEKDAYS = [0, 1, 2, 3, 4]
 
 
@@ -99,7 +102,7 @@ class Campaign(SQLModel, table=True):
     default_region: str | None = None
     timezone: str = "UTC"
     abandon_action: str = "hangup"
-    state: str = Field(default="draft", index=True)
+    state: str = Field(default=CampaignState.DRAFT.value, index=True)
     pause_reason: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
@@ -119,7 +122,7 @@ class Contact(SQLModel, table=True):
     name: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
     timezones: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
-    state: str = Field(default="pending", nullable=False)
+    state: str = Field(default=ContactState.PENDING.value, nullable=False)
     priority: int = Field(default=0, nullable=False)
     next_attempt_at: datetime | None = _ts()
     attempts: int = Field(default=0, nullable=False)
@@ -129,16 +132,23 @@ class Contact(SQLModel, table=True):
     updated_at: datetime = _created()
 
 
-_LIVE = "state IN ('placing', 'placed', 'uncertain')"
+# The predicate of the live-call index. Queries that want the index must repeat it as literal SQL
+# (``LIVE_ATTEMPT_SQL``): SQLite and PostgreSQL only use a partial index when they can match its predicate, and
+# bound parameters in its place defeat that.
+_LIVE = f"state IN ({sql_list(LIVE_ATTEMPT_STATES)})"
+LIVE_ATTEMPT_SQL = f"attempt.{_LIVE}"
 
 
 class Attempt(SQLModel, table=True):
     __tablename__ = "attempt"
     __table_args__ = (
-        # At most one live attempt per contact, enforced by the database (both SQLite and PostgreSQL).
+        # One person, one live call: at most one live attempt per phone number, whatever campaigns hold it,
+        # enforced by the database (SQLite and PostgreSQL). It also covers "one per contact" (a contact's
+        # attempts all carry its number) and is the index the due query probes to skip numbers in a call.
+        # One Zadarma account per database today; with several accounts the key becomes (account, phone).
         sa.Index(
-            "uq_attempt_live_contact",
-            "contact_id",
+            "uq_attempt_live_phone",
+            "phone",
             unique=True,
             sqlite_where=sa.text(_LIVE),
             postgresql_where=sa.text(_LIVE),
@@ -151,7 +161,7 @@ class Attempt(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id", nullable=False, ondelete="CASCADE")
     contact_id: int = Field(foreign_key="contact.id", nullable=False, index=True, ondelete="CASCADE")
     phone: str = Field(nullable=False)
-    state: str = Field(default="placing", nullable=False)
+    state: str = Field(default=AttemptState.PLACING.value, nullable=False)
     created_at: datetime = _created()
     sent_at: datetime | None = _ts()
     placed_at: datetime | None = _ts()

@@ -105,7 +105,7 @@ def test_sigterm_during_busy_campaign_exits_fast_with_nothing_placing(tmp_path: 
         # `dialer status` reads what the daemon is doing from the database while it runs.
         status = json.loads(st.cli("status", "--json").stdout)
         assert status["daemon"]["state"] == "running"
-        assert status["campaigns"][0]["name"] == "term" and status["campaigns"][0]["placed"] >= 20
+        assert status["campaigns"][0]["name"] == "term" and status["campaigns"][0]["calls_placed"] >= 20
         assert status["daemon"]["budget"]["general"]["limit"] > 0
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dialer.reporting.exports import csv_safe, export_csv, export_sqlite
+from dialer.reporting.csv_export import csv_safe, export_csv
 from dialer.reporting.reports import Report, build_report
+from dialer.reporting.sqlite_export import export_sqlite
 from tests.test_reports_build import CAMPAIGN, EVIL_NAME, NOW, TZ, Sample, build_sample
 
 

@@ -12,8 +12,8 @@ from xml.etree import ElementTree
 import openpyxl
 import pytest
 
-from dialer.reporting.exports import export_xlsx
 from dialer.reporting.reports import Report, build_report
+from dialer.reporting.xlsx_export import export_xlsx
 from tests.test_reports_build import CAMPAIGN, EVIL_NAME, NOW, TZ, Sample, build_sample
 
 

@@ -21,8 +21,8 @@ from dialer.dialing.engine import Engine
 from dialer.ingest import campaigns
 from dialer.models import Attempt, Campaign, Contact, EventLog, KeyValue, StatRow, utcnow
 from dialer.outcomes.reconcile import WATERMARK_KEY, ReconcileConfig, Reconciler
+from dialer.sim.harness import RunningSimulator, run_simulator
 from dialer.sim.scenario import Scenario
-from dialer.sim.server import RunningSimulator, run_simulator
 from dialer.zadarma.budget import RateBudget
 from dialer.zadarma.client import Timeouts, ZadarmaClient
 from dialer.zadarma.signing import authorization_header, params_string

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 
 from dialer.db import open_database, session_scope
 from dialer.models import Attempt, Campaign, Contact, KeyValue
-from dialer.reporting.reports import CampaignNotFound, agent_seconds_key, build_report
+from dialer.reporting.figures import agent_seconds_key
+from dialer.reporting.reports import CampaignNotFound, build_report
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 TZ = "America/New_York"

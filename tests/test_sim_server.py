@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from dialer.sim.harness import run_simulator
 from dialer.sim.scenario import Scenario
-from dialer.sim.server import run_simulator
 from dialer.zadarma.parsing import parse_xml
 from dialer.zadarma.signing import params_string, sign
 

@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from dialer.asgi_thread import serve
+from dialer.sim.harness import run_simulator
 from dialer.sim.scenario import Scenario
-from dialer.sim.server import run_simulator
 from dialer.zadarma.signing import params_string, sign, verify_webhook
 
 KEY = "k0k1k2k3k4k5k6k7k8k9"

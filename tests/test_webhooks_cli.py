@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from dialer.asgi_thread import free_port
 from dialer.dialing.live import LiveState
 from dialer.models import Attempt, WebhookEvent
-from dialer.outcomes.webhooks import WebhookProcessor
+from dialer.outcomes.events import WebhookProcessor
 from tests.webhooks_support import SECRET, at, make_db, out_end, out_start, seed, signed, start
 
 ROOT = Path(__file__).resolve().parent.parent

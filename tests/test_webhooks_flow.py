@@ -11,7 +11,8 @@ from sqlmodel import Session, select
 from dialer.db import session_scope
 from dialer.dialing.live import LiveState
 from dialer.models import Attempt, Contact, DncEntry
-from dialer.outcomes.webhooks import WebhookProcessor, abandon_answer, customer_phone, dedup_key
+from dialer.outcomes.events import WebhookProcessor, customer_phone, dedup_key
+from dialer.outcomes.routing import abandon_answer
 from tests.webhooks_support import T0, answer, at, end, internal, make_db, out_end, out_start, seed, start
 
 

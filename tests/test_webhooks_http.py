@@ -16,7 +16,7 @@ from dialer.asgi_thread import ServerThread, serve
 from dialer.dialing.live import LiveState
 from dialer.metrics import Metrics
 from dialer.models import WebhookEvent
-from dialer.outcomes.webhooks import create_webhook_app
+from dialer.outcomes.webhook_app import create_webhook_app
 from dialer.zadarma.budget import RateBudget
 from dialer.zadarma.signing import webhook_signature
 from tests.webhooks_support import (

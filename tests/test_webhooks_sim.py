@@ -14,9 +14,10 @@ from sqlmodel import Session, select
 from dialer.asgi_thread import serve
 from dialer.dialing.live import LiveState
 from dialer.models import Attempt, Contact, WebhookEvent
-from dialer.outcomes.webhooks import create_webhook_app, replay_events
+from dialer.outcomes.events import replay_events
+from dialer.outcomes.webhook_app import create_webhook_app
+from dialer.sim.harness import run_simulator
 from dialer.sim.scenario import Scenario
-from dialer.sim.server import run_simulator
 from dialer.zadarma.client import ZadarmaClient
 from tests.webhooks_support import PBX_NUMBER, make_db, seed
 

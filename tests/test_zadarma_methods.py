@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from dialer.sim.harness import RunningSimulator, run_simulator
 from dialer.sim.scenario import Scenario
-from dialer.sim.server import RunningSimulator, run_simulator
 from dialer.zadarma import RejectedError, ZadarmaClient
 
 

@@ -1,14 +1,15 @@
-"""`dialer api`: every Zadarma API method the project uses, one subcommand each."""
+"""`dialer api`: every Zadarma API method the project uses, one subcommand each.
+
+The Zadarma client (httpx), the settings and Rich are imported when a subcommand runs, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dialer.commands.common import (
     EXIT_AMBIGUOUS,
@@ -18,8 +19,11 @@ from dialer.commands.common import (
     print_json,
     to_jsonable,
 )
-from dialer.settings import SANDBOX_API_URL, ConfigError, load_settings
-from dialer.zadarma import AmbiguousError, AuthError, ZadarmaClient, ZadarmaError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from dialer.zadarma import ZadarmaClient
 
 app = typer.Typer(
     help="Call the Zadarma API directly (balance, callbacks, SIP, SMS, statistics).\n\n"
@@ -33,7 +37,13 @@ app.add_typer(sip_app, name="sip")
 app.add_typer(pbx_app, name="pbx")
 
 _options: dict[str, Any] = {"sandbox": False, "format": "json"}
-console = Console()
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console()
+
 
 JsonOpt = typer.Option(False, "--json", help="Print the parsed response as JSON.")
 
@@ -54,6 +64,9 @@ def api_main(
 
 @contextmanager
 def _client() -> Iterator[ZadarmaClient]:
+    from dialer.settings import SANDBOX_API_URL, ConfigError, load_settings
+    from dialer.zadarma import AmbiguousError, AuthError, ZadarmaClient, ZadarmaError
+
     try:
         settings = load_settings(**({"zadarma_api_url": SANDBOX_API_URL} if _options["sandbox"] else {}))
         client = ZadarmaClient.from_settings(settings, response_format=_options["format"])
@@ -84,6 +97,8 @@ def _show(result: Any, as_json: bool, render: Callable[[dict[str, Any]], None] |
 
 
 def _kv_table(data: dict[str, Any], title: str | None = None) -> None:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -91,12 +106,14 @@ def _kv_table(data: dict[str, Any], title: str | None = None) -> None:
         if key == "status":
             continue
         table.add_row(key, _cell(value))
-    console.print(table)
+    _console().print(table)
 
 
 def _rows_table(rows: list[dict[str, Any]], columns: list[str] | None = None, title: str | None = None) -> None:
+    from rich.table import Table
+
     if not rows:
-        console.print(f"{title or 'result'}: no rows")
+        _console().print(f"{title or 'result'}: no rows")
         return
     cols = columns or list(rows[0].keys())
     table = Table(title=title)
@@ -104,7 +121,7 @@ def _rows_table(rows: list[dict[str, Any]], columns: list[str] | None = None, ti
         table.add_column(col)
     for row in rows:
         table.add_row(*(_cell(row.get(col, "")) for col in cols))
-    console.print(table)
+    _console().print(table)
 
 
 def _cell(value: Any) -> str:

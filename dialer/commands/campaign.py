@@ -1,22 +1,26 @@
-"""`dialer campaign` commands: create, load contacts, inspect, start/pause/resume/stop, change settings."""
+"""`dialer campaign` commands: create, load contacts, inspect, start/pause/resume/stop, change settings.
+
+The database layer, the loader and Rich are imported inside the commands, so that `dialer --help` and the
+other commands do not load SQLAlchemy or pandas.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from dialer.commands.common import EXIT_USAGE, fail, print_json
 from dialer.commands.db import open_db
-from dialer.db import session_scope
-from dialer.ingest import campaigns as svc
-from dialer.models import CONTACT_STATES, Campaign, Contact
+from dialer.outcomes.states import ContactState
+
+if TYPE_CHECKING:
+    from dialer.models import Campaign, Contact
+
+CONTACT_STATE_NAMES = tuple(s.value for s in ContactState)
 
 app = typer.Typer(help="Campaigns: create, load contact lists, inspect, start/pause/resume/stop, change settings.\n\n"
                   "Example: dialer campaign load campaigns/example.csv --campaign spring --from 100 --region GB",
@@ -57,6 +61,7 @@ def _settings(**kw: Any) -> dict[str, Any]:
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    from dialer.ingest import campaigns as svc
     from dialer.ingest.loader import LoaderError  # pandas is imported only by commands that read files
 
     try:
@@ -72,7 +77,7 @@ def _errors() -> Iterator[None]:
 def campaign_dict(c: Campaign, counts: dict[str, int] | None = None) -> dict[str, Any]:
     d = c.model_dump(mode="json")
     if counts is not None:
-        d["contacts"] = {"total": sum(counts.values()), **{s: counts.get(s, 0) for s in CONTACT_STATES}}
+        d["contacts"] = {"total": sum(counts.values()), **{s: counts.get(s, 0) for s in CONTACT_STATE_NAMES}}
     return d
 
 
@@ -107,6 +112,9 @@ def create(
 
     Example: dialer campaign create spring --from 100 --agents 10 --pacing predictive --region GB
     """
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     settings = _settings(**{k: v for k, v in locals().items() if k not in _NOT_SETTINGS})
     engine = open_db()
     with _errors(), session_scope(engine) as s:
@@ -154,6 +162,9 @@ def load(
 
     Example: dialer campaign load campaigns/example.csv --campaign spring --from 100 --region GB
     """
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     settings = _settings(**{k: v for k, v in locals().items() if k not in _NOT_SETTINGS})
     engine = open_db()
     with _errors():
@@ -207,6 +218,9 @@ def _run_load(
     rejects: Path | None,
     quiet: bool,
 ) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     show = not quiet and console.is_terminal
     with Progress(
@@ -244,6 +258,12 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
 
     Example: dialer campaign list --json
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     engine = open_db()
     with session_scope(engine, write=False) as s:
         rows = [campaign_dict(c, svc.contact_counts(s, c.id or 0)) for c in svc.list_campaigns(s)]
@@ -253,11 +273,12 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     if not rows:
         typer.echo("No campaigns yet. Create one: dialer campaign create NAME --from PBX")
         return
-    table = Table("name", "state", "pacing", "agents", "contacts", "pending", "retry", "done", "from")
+    table = Table("name", "state", "pacing", "agents", "contacts", ContactState.PENDING, ContactState.RETRY,
+                  ContactState.DONE, "from")
     for r in rows:
         cts = r["contacts"]
         table.add_row(r["name"], r["state"], r["pacing"], str(r["agents"]), str(cts["total"]),
-                      str(cts["pending"]), str(cts["retry"]), str(cts["done"]), r["from_number"])  # fmt: skip
+                      str(cts[ContactState.PENDING]), str(cts[ContactState.RETRY]), str(cts[ContactState.DONE]), r["from_number"])  # fmt: skip
     Console().print(table)
 
 
@@ -270,6 +291,12 @@ def show(
 
     Example: dialer campaign show spring --json
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     engine = open_db()
     with _errors(), session_scope(engine, write=False) as s:
         c = svc.get_campaign(s, name)
@@ -285,7 +312,7 @@ def show(
                 "default_region", "timezone", "abandon_action", "created_at", "updated_at"):  # fmt: skip
         table.add_row(key, "" if d.get(key) is None else str(d[key]))
     counts = Table("state", "contacts", title="Contacts")
-    for state in CONTACT_STATES:
+    for state in CONTACT_STATE_NAMES:
         counts.add_row(state, str(contacts[state]))
     counts.add_row("total", str(contacts["total"]))
     console = Console()
@@ -296,7 +323,7 @@ def show(
 @app.command("contacts")
 def contacts(
     name: str = typer.Argument(..., help="Campaign name."),
-    state: str | None = typer.Option(None, "--state", help=f"Only this state ({', '.join(CONTACT_STATES)})."),
+    state: str | None = typer.Option(None, "--state", help=f"Only this state ({', '.join(CONTACT_STATE_NAMES)})."),
     limit: int = typer.Option(50, "--limit", help="At most this many (0 = all)."),
     offset: int = typer.Option(0, "--offset", help="Skip this many first."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -305,8 +332,14 @@ def contacts(
 
     Example: dialer campaign contacts spring --state retry --limit 20
     """
-    if state is not None and state not in CONTACT_STATES:
-        fail(f"unknown state {state!r}; use one of {', '.join(CONTACT_STATES)}", EXIT_USAGE)
+    from rich.console import Console
+    from rich.table import Table
+
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
+    if state is not None and state not in CONTACT_STATE_NAMES:
+        fail(f"unknown state {state!r}; use one of {', '.join(CONTACT_STATE_NAMES)}", EXIT_USAGE)
     if limit < 0 or offset < 0:
         fail("--limit and --offset must not be negative", EXIT_USAGE)
     engine = open_db()
@@ -328,6 +361,9 @@ def contacts(
 
 
 def _lifecycle(name: str, action: str, reason: str | None = None) -> None:
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     engine = open_db()
     with _errors(), session_scope(engine) as s:
         c = svc.change_state(s, name, action, reason)
@@ -388,6 +424,9 @@ def set_(
 
     Example: dialer campaign set spring pacing=predictive window=10:00-19:00 retry_abandoned=72h
     """
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     updates: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:

@@ -1,4 +1,8 @@
-"""Helpers shared by command modules: output, errors, exit codes."""
+"""Helpers shared by command modules: output, errors, exit codes.
+
+Imported by every command module, so by every `dialer` invocation: it imports nothing heavier than Typer
+(pydantic and the settings load only when a command prints a model or reads its configuration).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,6 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 import typer
-from pydantic import BaseModel
-
-from dialer.settings import ConfigError
 
 # Exit codes scripts can rely on.
 EXIT_OK = 0
@@ -28,6 +29,8 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 
 def to_jsonable(value: Any) -> Any:
+    from pydantic import BaseModel
+
     if isinstance(value, BaseModel):
         return to_jsonable(value.model_dump(by_alias=True, mode="python"))
     if isinstance(value, dict):
@@ -45,6 +48,8 @@ def print_json(value: Any) -> None:
 
 @contextmanager
 def config_errors() -> Iterator[None]:
+    from dialer.settings import ConfigError
+
     try:
         yield
     except ConfigError as exc:

@@ -1,13 +1,19 @@
-"""`dialer db` commands: schema upgrades and checks."""
+"""`dialer db` commands: schema upgrades and checks, and the `open_db` every database command uses.
+
+SQLAlchemy, Alembic and the settings are imported inside the functions: other commands import this module
+for `open_db`, and `dialer --help` must not pay for them.
+"""
 
 from __future__ import annotations
 
-import typer
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
-from dialer import db
+import typer
+
 from dialer.commands.common import EXIT_ERROR, fail, print_json
-from dialer.settings import load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 app = typer.Typer(help="The database: upgrade its schema, show its version, check models against migrations.\n\n"
                   "Example: dialer db upgrade",
@@ -17,11 +23,15 @@ EXIT_SCHEMA = 6
 
 
 def database_url() -> str:
+    from dialer.settings import load_settings
+
     return load_settings().database_url
 
 
 def open_db() -> Engine:
     """The engine every command uses: creates a new database, refuses one that is behind or ahead (exit 6)."""
+    from dialer import db
+
     try:
         return db.open_database(database_url())
     except db.DatabaseVersionError as exc:
@@ -34,6 +44,8 @@ def upgrade(revision: str = typer.Argument("head", help="Target revision (defaul
 
     Example: DIALER_DATABASE_URL=sqlite:///dialer.db dialer db upgrade
     """
+    from dialer import db
+
     engine = db.make_engine(database_url())
     try:
         before, after = db.upgrade(engine, revision)
@@ -55,6 +67,8 @@ def current(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) 
 
     Example: dialer db current --json
     """
+    from dialer import db
+
     engine = db.make_engine(database_url())
     try:
         with db.reader(engine).connect() as conn:
@@ -85,6 +99,8 @@ def check() -> None:
 
     Example: dialer db check
     """
+    from dialer import db
+
     diffs = db.check_models_match_migrations()
     if diffs:
         typer.echo("Models and migrations differ; write a migration "

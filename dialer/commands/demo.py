@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from dialer.commands.common import EXIT_ERROR, EXIT_USAGE, fail
 
@@ -44,6 +43,8 @@ def demo(
 
     Example: dialer demo --max-seconds 60 --xlsx /tmp/demo.xlsx
     """
+    from rich.console import Console
+
     from dialer.demo import DemoError, DemoOptions, DemoResult, run_demo
 
     console = Console(highlight=False)

@@ -1,4 +1,7 @@
-"""`dialer dnc` commands: the do-not-call list (global, or scoped to one campaign)."""
+"""`dialer dnc` commands: the do-not-call list (global, or scoped to one campaign).
+
+phonenumbers, the database layer and Rich are imported inside the commands that use them.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from dialer.commands.common import EXIT_USAGE, fail, print_json
 from dialer.commands.db import open_db
-from dialer.db import session_scope
-from dialer.ingest import campaigns as svc
-from dialer.ingest import phones
 
 app = typer.Typer(help="The do-not-call list: numbers that are never loaded and never dialled.\n\n"
                   "Example: dialer dnc import tps-export.csv --region GB",
@@ -26,6 +24,9 @@ REGION = typer.Option(
 
 
 def _region(session: object, campaign: str | None, region: str | None) -> tuple[object, str | None]:
+    from dialer.ingest import campaigns as svc
+    from dialer.ingest import phones
+
     camp = svc.get_campaign(session, campaign) if campaign else None  # type: ignore[arg-type]
     reg = region or (camp.default_region if camp is not None else None)
     if reg and not phones.is_region(reg):
@@ -47,6 +48,10 @@ def add(
 
     Example: dialer dnc add +447700900123 "020 7946 0000" --region GB --reason "asked not to be called"
     """
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+    from dialer.ingest import phones
+
     engine = open_db()
     try:
         with session_scope(engine) as s:
@@ -82,6 +87,9 @@ def import_(
 
     Example: dialer dnc import tps-export.csv --region GB
     """
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+    from dialer.ingest import phones
     from dialer.ingest.loader import LoaderError, find_phone_column, read_table
 
     engine = open_db()
@@ -125,6 +133,12 @@ def list_(
 
     Example: dialer dnc list --json
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
     engine = open_db()
     try:
         with session_scope(engine, write=False) as s:
@@ -157,6 +171,10 @@ def remove(
 
     Example: dialer dnc remove +447700900123
     """
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+    from dialer.ingest import phones
+
     engine = open_db()
     try:
         with session_scope(engine) as s:

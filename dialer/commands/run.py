@@ -1,23 +1,21 @@
-"""`dialer run`, `dialer status` and `dialer reconcile`: the daemon and what it is doing."""
+"""`dialer run`, `dialer status` and `dialer reconcile`: the daemon and what it is doing.
+
+The daemon, the database layer, the settings and Rich are imported inside each command, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from dialer.commands.common import EXIT_CONFIG, EXIT_ERROR, fail, print_json
-from dialer.db import DatabaseVersionError, open_database
-from dialer.dialing.daemon import DaemonConfig, run_daemon
-from dialer.dialing.status import daemon_status
-from dialer.settings import ConfigError, load_settings
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def run(
@@ -50,6 +48,10 @@ def run(
 
     Example: dialer -v run --webhook-port 8080
     """
+    from dialer.db import DatabaseVersionError
+    from dialer.dialing.daemon import DaemonConfig, run_daemon
+    from dialer.settings import ConfigError, load_settings
+
     try:
         settings = load_settings()
         config = DaemonConfig(
@@ -89,6 +91,14 @@ def status(
 
     Example: dialer status --watch
     """
+    from rich.console import Console
+    from rich.live import Live
+
+    from dialer.db import DatabaseVersionError, open_database
+    from dialer.dialing.status import daemon_status
+    from dialer.settings import ConfigError, load_settings
+
+    console = Console()
     try:
         db = open_database(load_settings().database_url)
     except (ConfigError, DatabaseVersionError) as exc:
@@ -109,13 +119,15 @@ def status(
 
 
 def _status_table(st: dict[str, object]) -> Table:
+    from rich.table import Table
+
     daemon = st.get("daemon") or {}
     assert isinstance(daemon, dict)
     title = f"daemon: {daemon.get('state', 'not running')}"
     if daemon.get("age_s") is not None:
         title += f" (last heartbeat {daemon['age_s']:.0f}s ago, pid {daemon.get('pid')})"
     table = Table(title=title)
-    for col_name in ("campaign", "state", "pending", "ringing", "waiting", "talking", "placed", "answered",
+    for col_name in ("campaign", "state", "due", "ringing", "waiting", "talking", "calls", "answered",
                      "abandoned", "abandon %"):
         table.add_column(col_name, justify="right" if col_name not in ("campaign", "state") else "left")
     campaigns = st.get("campaigns") or []
@@ -124,7 +136,7 @@ def _status_table(st: dict[str, object]) -> Table:
         answered = c.get("answered", 0)
         rate = f"{100 * c.get('abandoned', 0) / answered:.1f}" if answered else "-"
         table.add_row(c["name"], c["state"], f"{c.get('due', 0):,}", str(c.get("ringing", 0)),
-                      str(c.get("waiting", "-")), str(c.get("talking", "-")), f"{c.get('placed', 0):,}",
+                      str(c.get("waiting", "-")), str(c.get("talking", "-")), f"{c.get('calls_placed', 0):,}",
                       f"{answered:,}", f"{c.get('abandoned', 0):,}", rate)
     budget = daemon.get("budget") or {}
     if isinstance(budget, dict) and budget:
@@ -149,9 +161,14 @@ def reconcile(
 
     Example: dialer reconcile --since 2026-11-01
     """
+    from rich.console import Console
+
+    from dialer.db import DatabaseVersionError, open_database
     from dialer.outcomes.reconcile import Reconciler
+    from dialer.settings import ConfigError, load_settings
     from dialer.zadarma import ZadarmaClient, ZadarmaError
 
+    console = Console()
     try:
         settings = load_settings()
         db = open_database(settings.database_url)

@@ -106,7 +106,7 @@ def serve(
 
     import uvicorn
 
-    from dialer.sim.server import create_app
+    from dialer.sim.harness import create_app
 
     app_ = create_app(
         sc, key=key, secret=secret, time_scale=time_scale, webhook_url=webhook_url, faults=faults

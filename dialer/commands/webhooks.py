@@ -39,7 +39,7 @@ def serve(
 
     from dialer.db import DatabaseVersionError, open_database
     from dialer.dialing.live import LiveState
-    from dialer.outcomes.webhooks import create_webhook_app
+    from dialer.outcomes.webhook_app import create_webhook_app
     from dialer.settings import load_settings
 
     with config_errors():
@@ -96,7 +96,7 @@ def replay(
     from dialer.db import DatabaseVersionError, open_database, reader
     from dialer.dialing.live import LiveState
     from dialer.models import WebhookEvent
-    from dialer.outcomes.webhooks import replay_events
+    from dialer.outcomes.events import replay_events
     from dialer.settings import load_settings
 
     with config_errors():

@@ -26,11 +26,12 @@ from sqlmodel import col, func, select
 
 from dialer.db import open_database, session_scope
 from dialer.dialing.engine import Engine, EngineConfig
-from dialer.dialing.status import STATUS_KEY
+from dialer.dialing.status import STATUS_KEY, DaemonState
 from dialer.kv import put_value
 from dialer.logs import log_event
-from dialer.models import LIVE_ATTEMPT_STATES, Attempt, Campaign, EventLog, utcnow
+from dialer.models import Attempt, Campaign, EventLog, utcnow
 from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
+from dialer.outcomes.states import LIVE_ATTEMPT_STATES, CampaignState
 from dialer.settings import Settings
 from dialer.zadarma import GENERAL, STATISTICS, Timeouts, ZadarmaClient, ZadarmaError
 
@@ -158,7 +159,7 @@ class Daemon:
         self.engine.store_agent_seconds()
         if self.webhook_server is not None:
             self.webhook_server.stop(timeout=2.0)
-        self.heartbeat(state="stopped")
+        self.heartbeat(state=DaemonState.STOPPED)
         self.client.close()
         log_event(log, logging.INFO, "daemon stopped", seconds=round(time.monotonic() - started, 2))
 
@@ -217,22 +218,22 @@ class Daemon:
         floor = self.config.balance_floor
         with session_scope(self.db) as s:
             if floor and balance < floor:
-                for c in s.exec(select(Campaign).where(col(Campaign.state) == "running")).all():
-                    c.state, c.pause_reason, c.updated_at = "paused", f"{LOW_BALANCE}: {balance:.2f} < {floor:.2f}", utcnow()
+                for c in s.exec(select(Campaign).where(col(Campaign.state) == CampaignState.RUNNING)).all():
+                    c.state, c.pause_reason, c.updated_at = CampaignState.PAUSED, f"{LOW_BALANCE}: {balance:.2f} < {floor:.2f}", utcnow()
                     s.add(c)
-                    s.add(EventLog(campaign_id=c.id, level="warning", kind="paused", message=c.pause_reason))
+                    s.add(EventLog(campaign_id=c.id, level="warning", kind="low_balance", message=c.pause_reason))
                     log_event(log, logging.WARNING, "campaign paused: balance below floor", campaign=c.name,
                               balance=balance, floor=floor)
             else:
-                for c in s.exec(select(Campaign).where(col(Campaign.state) == "paused")).all():
+                for c in s.exec(select(Campaign).where(col(Campaign.state) == CampaignState.PAUSED)).all():
                     if (c.pause_reason or "").startswith(LOW_BALANCE):
-                        c.state, c.pause_reason, c.updated_at = "running", None, utcnow()
+                        c.state, c.pause_reason, c.updated_at = CampaignState.RUNNING, None, utcnow()
                         s.add(c)
                         s.add(EventLog(campaign_id=c.id, kind="resumed", message=f"balance {balance:.2f} recovered"))
                         log_event(log, logging.INFO, "campaign resumed: balance recovered", campaign=c.name)
             put_value(s, "daemon:balance", {"balance": balance, "at": utcnow().isoformat()})
 
-    def heartbeat(self, state: str = "running") -> None:
+    def heartbeat(self, state: DaemonState = DaemonState.RUNNING) -> None:
         self.engine.store_agent_seconds()
         live_now = self.live is not None and not self._live_silent()
         status: dict[str, Any] = {
@@ -262,7 +263,7 @@ class Daemon:
         from dialer.asgi_thread import ServerThread
         from dialer.dialing.live import LiveState
         from dialer.metrics import Metrics
-        from dialer.outcomes.webhooks import create_webhook_app
+        from dialer.outcomes.webhook_app import create_webhook_app
 
         self.metrics = Metrics(budget=self.client.budget)
         self.live = LiveState(wrapup_s=self.config.wrapup_s, metrics=self.metrics)
@@ -303,7 +304,7 @@ class Daemon:
 
     def _all_done(self) -> bool:
         with session_scope(self.db, write=False) as s:
-            running = s.exec(select(func.count()).select_from(Campaign).where(col(Campaign.state) == "running")).one()
+            running = s.exec(select(func.count()).select_from(Campaign).where(col(Campaign.state) == CampaignState.RUNNING)).one()
             live = s.exec(
                 select(func.count()).select_from(Attempt).where(col(Attempt.state).in_(LIVE_ATTEMPT_STATES))
             ).one()

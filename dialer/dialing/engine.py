@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -27,18 +26,21 @@ from dialer.ingest.campaigns import next_due_contacts
 from dialer.ingest.phones import callable_now, next_window_start
 from dialer.kv import add_to_value
 from dialer.logs import log_event
-from dialer.models import (
-    LIVE_ATTEMPT_STATES,
-    Attempt,
-    Campaign,
-    Contact,
-    EventLog,
-    utcnow,
+from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.outcomes.states import LIVE_ATTEMPT_STATES, OPEN_CONTACT_STATES, AttemptState, CampaignState
+from dialer.outcomes.transitions import (
+    attempt_not_placed,
+    attempt_placed,
+    attempt_uncertain,
+    attempts_in_flight_uncertain,
+    claim_contact,
+    fail_attempt,
+    placing_attempts,
 )
-from dialer.outcomes.transitions import attempt_not_placed, fail_attempt
 from dialer.pacing import make_policy
 from dialer.pacing.base import Policy
 from dialer.pacing.observation import FinishedCall, Observation
+from dialer.reporting.figures import ABANDON_WINDOWS, agent_seconds_key, call_counts, window_start
 from dialer.zadarma import (
     GENERAL,
     AmbiguousError,
@@ -106,7 +108,7 @@ class _CampaignRuntime:
 @dataclass
 class _Sent:
     attempt: Attempt
-    state: str
+    state: AttemptState
     sent_at: datetime | None = None
     placed_at: datetime | None = None
     error: str | None = None
@@ -173,17 +175,14 @@ class Engine:
         """At start-up: an attempt left in ``placing`` by a crash may or may not have been sent. Treat it as
         uncertain so reconciliation decides; never re-send it blindly."""
         with session_scope(self.db) as s:
-            stale = s.exec(select(Attempt).where(Attempt.state == "placing")).all()
+            stale = placing_attempts(s)
             now = utcnow()
             for attempt in stale:
-                attempt.state = "uncertain"
-                attempt.sent_at = attempt.sent_at or attempt.created_at
-                attempt.error = "daemon stopped before the outcome of the request was known"
-                attempt.updated_at = now
+                attempt_uncertain(attempt, "daemon stopped before the outcome of the request was known", now)
                 s.add(attempt)
             if stale:
                 s.add(EventLog(level="warning", kind="recovered",
-                               message=f"{len(stale)} attempts left in 'placing' by a previous run are now uncertain"))
+                               message=f"{len(stale)} attempts left in '{AttemptState.PLACING}' by a previous run are now uncertain"))
         if stale:
             log_event(log, logging.WARNING, "recovered attempts left placing", count=len(stale))
         return len(stale)
@@ -191,7 +190,7 @@ class Engine:
     def release_unsent(self) -> int:
         """On a clean stop: attempts claimed but whose request never left are given back."""
         with session_scope(self.db) as s:
-            rows = s.exec(select(Attempt).where(col(Attempt.state) == "placing")).all()
+            rows = placing_attempts(s)
             with self._inflight_lock:
                 inflight = set(self._inflight)
             # Anything still 'placing' that is not in flight was claimed but never sent.
@@ -204,7 +203,7 @@ class Engine:
 
     def running_campaign_ids(self) -> list[int]:
         with session_scope(self.db, write=False) as s:
-            ids = list(s.exec(select(Campaign.id).where(Campaign.state == "running")).all())
+            ids = list(s.exec(select(Campaign.id).where(Campaign.state == CampaignState.RUNNING)).all())
         self._running_count = max(1, len(ids))
         return [i for i in ids if i is not None]
 
@@ -228,7 +227,7 @@ class Engine:
             return result
         with session_scope(self.db, write=False) as s:
             campaign = s.get(Campaign, campaign_id)
-        if campaign is None or campaign.state != "running":
+        if campaign is None or campaign.state != CampaignState.RUNNING:
             return result
         rt = self.runtime(campaign)
         if not rt.lock.acquire(blocking=False):
@@ -282,7 +281,7 @@ class Engine:
             ).all()
             finished_rows = s.exec(
                 select(Attempt)
-                .where(Attempt.campaign_id == campaign.id, col(Attempt.state) == "completed",
+                .where(Attempt.campaign_id == campaign.id, col(Attempt.state) == AttemptState.COMPLETED,
                        col(Attempt.id) > rt.last_finished_id)
                 .order_by(col(Attempt.id))
             ).all()
@@ -303,27 +302,17 @@ class Engine:
     def _refresh_counts(self, campaign: Campaign, rt: _CampaignRuntime, now: float) -> None:
         if now - rt.counts_at < self.config.counts_refresh_s and rt.counts_at:
             return
-        window = timedelta(hours=24) if campaign.abandon_window == "24h" else timedelta(days=30)
         now_dt = datetime.fromtimestamp(now, UTC)
+        window = campaign.abandon_window if campaign.abandon_window in ABANDON_WINDOWS else "30d"
         midnight = datetime.fromtimestamp(now, _zone(campaign.timezone)).replace(
             hour=0, minute=0, second=0, microsecond=0
         ).astimezone(UTC)
+        assert campaign.id is not None
         with session_scope(self.db, write=False) as s:
-            def counts(since: datetime) -> tuple[int, int]:
-                row = s.exec(
-                    select(
-                        sa.func.coalesce(sa.func.sum(sa.case((col(Attempt.answered).is_(True), 1), else_=0)), 0),
-                        sa.func.coalesce(sa.func.sum(sa.case((col(Attempt.abandoned).is_(True), 1), else_=0)), 0),
-                    ).where(
-                        col(Attempt.campaign_id) == campaign.id,
-                        col(Attempt.state) == "completed",
-                        col(Attempt.finished_at) >= since,
-                    )
-                ).one()
-                return int(row[0]), int(row[1])
-
-            rt.answered_window, rt.abandoned_window = counts(now_dt - window)
-            rt.answered_today, rt.abandoned_today = counts(midnight)
+            legal = call_counts(s, campaign.id, window_start(now_dt, window))
+            today = call_counts(s, campaign.id, midnight)
+        rt.answered_window, rt.abandoned_window = legal.answered, legal.abandoned
+        rt.answered_today, rt.abandoned_today = today.answered, today.abandoned
         rt.counts_at = now
 
     # -- claim ---------------------------------------------------------------------------------------
@@ -346,11 +335,7 @@ class Engine:
                         if result is not None:
                             result.skipped_window += 1
                         continue
-                    contact.state = "dialing"
-                    contact.attempts += 1
-                    contact.updated_at = now
-                    attempt = Attempt(campaign_id=campaign.id, contact_id=contact.id or 0, phone=contact.phone,
-                                      state="placing", created_at=now, updated_at=now)
+                    attempt = claim_contact(contact, campaign.id, now)
                     s.add(contact)
                     s.add(attempt)
                     claimed.append(attempt)
@@ -392,30 +377,32 @@ class Engine:
         """Send one callback for a committed ``placing`` attempt and record what became of it."""
         result = TickResult(campaign.id or 0)
         self._place_all(campaign, [attempt], result)
-        for outcome in ("placed", "uncertain", "failed", "not_placed"):
+        for outcome in (AttemptState.PLACED, AttemptState.UNCERTAIN, AttemptState.FAILED, AttemptState.NOT_PLACED):
             if getattr(result, outcome):
                 return outcome
-        return "not_placed"
+        return AttemptState.NOT_PLACED
 
     def _send(self, campaign: Campaign, attempt: Attempt) -> _Sent:
         """The request itself. Runs on the placing pool; touches no database."""
         if self.stopping:
-            return _Sent(attempt, "not_placed", error="daemon stopping before sending")
+            return _Sent(attempt, AttemptState.NOT_PLACED, error="daemon stopping before sending")
         sent_at = utcnow()
         try:
             res = self.client.callback(campaign.from_number, attempt.phone, sip=campaign.sip, predicted=True,
                                        wait_for_budget=False)
         except AmbiguousError as exc:
-            return _Sent(attempt, "uncertain", sent_at=sent_at, error=str(exc))
+            return _Sent(attempt, AttemptState.UNCERTAIN, sent_at=sent_at, error=str(exc))
         except RejectedError as exc:
-            return _Sent(attempt, "failed", sent_at=sent_at, error=str(exc), permanent=is_permanent_number_error(exc))
+            return _Sent(attempt, AttemptState.FAILED, sent_at=sent_at, error=str(exc),
+                         permanent=is_permanent_number_error(exc))
         except (NotSentError, BudgetExhausted) as exc:
-            return _Sent(attempt, "not_placed", error=f"not sent: {exc}")
+            return _Sent(attempt, AttemptState.NOT_PLACED, error=f"not sent: {exc}")
         except Exception as exc:  # a bug must not leave the attempt unexplained
             log.exception("unexpected error placing a callback")
-            return _Sent(attempt, "uncertain", sent_at=sent_at, error=f"unexpected: {type(exc).__name__}: {exc}")
+            return _Sent(attempt, AttemptState.UNCERTAIN, sent_at=sent_at,
+                         error=f"unexpected: {type(exc).__name__}: {exc}")
         placed_at = datetime.fromtimestamp(res.time, UTC) if res.time else utcnow()
-        return _Sent(attempt, "placed", sent_at=sent_at, placed_at=placed_at)
+        return _Sent(attempt, AttemptState.PLACED, sent_at=sent_at, placed_at=placed_at)
 
     def _record(self, campaign: Campaign, sent: list[_Sent], result: TickResult) -> None:
         now = utcnow()
@@ -424,7 +411,7 @@ class Engine:
                 attempt = s.get(Attempt, item.attempt.id)
                 if attempt is None:
                     continue
-                if attempt.state != "placing":
+                if attempt.state != AttemptState.PLACING:
                     # A webhook already ended this call (a fast busy): keep its outcome, add what we know.
                     attempt.sent_at = attempt.sent_at or item.sent_at
                     attempt.placed_at = attempt.placed_at or item.placed_at
@@ -432,36 +419,32 @@ class Engine:
                     setattr(result, item.state, getattr(result, item.state) + 1)
                     continue
                 attempt.sent_at = item.sent_at
-                if item.state == "placed":
-                    attempt.state, attempt.placed_at, attempt.updated_at = "placed", item.placed_at, now
+                if item.state == AttemptState.PLACED:
+                    attempt_placed(attempt, item.placed_at, now)
                     s.add(attempt)
-                elif item.state == "uncertain":
-                    attempt.state, attempt.error, attempt.updated_at = "uncertain", (item.error or "")[:500], now
+                elif item.state == AttemptState.UNCERTAIN:
+                    attempt_uncertain(attempt, item.error or "", now)
                     s.add(attempt)
-                elif item.state == "failed":
+                elif item.state == AttemptState.FAILED:
                     fail_attempt(s, attempt, item.error or "rejected", permanent=item.permanent, now=now)
                 else:
                     attempt_not_placed(s, attempt, item.error or "not sent", now=now)
                 setattr(result, item.state, getattr(result, item.state) + 1)
         for item in sent:
-            if item.state == "uncertain":
+            if item.state == AttemptState.UNCERTAIN:
                 log_event(log, logging.WARNING, "callback outcome unknown; reconciliation will decide",
                           campaign=campaign.name, attempt=item.attempt.id, error=item.error)
             if self.live is None:
                 continue
-            if item.state == "placed":
+            if item.state == AttemptState.PLACED:
                 self.live.call_placed(campaign.id or 0, item.attempt.id or 0, item.attempt.phone,
                                       (item.sent_at or now).timestamp())
-            elif item.state in ("failed", "not_placed"):
+            elif item.state in (AttemptState.FAILED, AttemptState.NOT_PLACED):
                 self.live.call_failed(campaign.id or 0, item.attempt.id or 0)
 
     def _mark_uncertain(self, attempt_ids: set[int], reason: str) -> None:
         with session_scope(self.db) as s:
-            s.exec(
-                sa.update(Attempt)
-                .where(col(Attempt.id).in_(attempt_ids), col(Attempt.state) == "placing")
-                .values(state="uncertain", error=reason, updated_at=utcnow())
-            )
+            attempts_in_flight_uncertain(s, attempt_ids, reason, utcnow())
 
     # -- campaign end --------------------------------------------------------------------------------
 
@@ -469,7 +452,7 @@ class Engine:
         with session_scope(self.db, write=False) as s:
             contact = s.exec(
                 select(Contact.id).where(
-                    col(Contact.campaign_id) == campaign_id, col(Contact.state).in_(("pending", "retry", "dialing"))
+                    col(Contact.campaign_id) == campaign_id, col(Contact.state).in_(OPEN_CONTACT_STATES)
                 ).limit(1)
             ).first()
             if contact is not None:
@@ -484,12 +467,12 @@ class Engine:
     def _finish(self, campaign_id: int) -> None:
         with session_scope(self.db) as s:
             campaign = s.get(Campaign, campaign_id)
-            if campaign is None or campaign.state != "running":
+            if campaign is None or campaign.state != CampaignState.RUNNING:
                 return
-            campaign.state = "finished"
+            campaign.state = CampaignState.FINISHED
             campaign.updated_at = utcnow()
             s.add(campaign)
-            s.add(EventLog(campaign_id=campaign_id, kind="finished", message="every contact is in a final state"))
+            s.add(EventLog(campaign_id=campaign_id, kind="campaign_finished", message="every contact is in a final state"))
         log_event(log, logging.INFO, "campaign finished", campaign=campaign.name)
 
     def store_agent_seconds(self) -> None:
@@ -497,7 +480,7 @@ class Engine:
         with session_scope(self.db) as s:
             for cid, rt in self._runtime.items():
                 delta, rt.agent_seconds = rt.agent_seconds, 0.0
-                add_to_value(s, f"campaign:{cid}:agent_seconds", delta)
+                add_to_value(s, agent_seconds_key(cid), delta)
 
 
 def _agents(campaign: Campaign) -> int:

@@ -20,32 +20,29 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
 
+from dialer.dialing.live_types import (
+    AGENT_TALKING,
+    ANSWERED_UNKNOWN,
+    ENDED,
+    IDLE,
+    OFFLINE,
+    RESERVED,
+    RINGING,
+    ROUTED,
+    TALKING,
+    WAITING,
+    WRAPUP,
+    AgentRecord,
+    CampaignLike,
+    CampaignRecord,
+    EndResult,
+    LiveCall,
+    LiveView,
+    PlacementCounter,
+)
 from dialer.pacing.observation import FinishedCall, Observation
 
-if TYPE_CHECKING:
-    from dialer.metrics import Metrics
-
-
-class CampaignLike(Protocol):
-    """What ``observation`` reads of a campaign (``dialer.models.Campaign`` fits)."""
-
-    id: int | None
-    agents: int
-    agent_extensions: list[str]
-
-
-RINGING, WAITING, ROUTED, TALKING, ENDED, ANSWERED_UNKNOWN = (
-    "ringing",
-    "waiting",
-    "routed",
-    "talking",
-    "ended",
-    "answered_unknown",
-)
-IDLE, RESERVED, AGENT_TALKING, WRAPUP, OFFLINE = "idle", "reserved", "talking", "wrapup", "offline"
 # How long an ended call stays known, so late events (OUT_END after END, resent events) still find it.
 KEEP_ENDED_S = 900.0
 # An agent reserved by our redirect whose call never reports ANSWER or END (dropped webhook) is released after this.
@@ -56,92 +53,15 @@ STALE_TALK_S = 4 * 3600.0
 MAX_UNDRAINED = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class LiveView:
-    """One campaign at ``now``: the live fields of ``dialer.pacing.observation.Observation`` plus detail.
-
-    ``idle_agents`` is (extension, idle since), longest idle first; with a count-only campaign whose extensions are
-    not learned yet ``idle`` may exceed ``len(idle_agents)``. ``talking`` is (extension, since) for the agents counted
-    in ``talking_since`` (unknown extensions show as ``""``).
-    """
-
-    campaign_id: int
-    now: float
-    agents_logged_in: int
-    idle: int
-    talking_since: tuple[float, ...]
-    wrapup_since: tuple[float, ...]
-    ringing_since: tuple[float, ...]
-    waiting: int
-    idle_agents: tuple[tuple[str, float], ...] = ()
-    talking: tuple[tuple[str, float], ...] = ()
-    last_event_at: float | None = None
-
-
-@dataclass(slots=True)
-class LiveCall:
-    attempt_id: int
-    campaign_id: int
-    phone: str
-    placed_at: float
-    state: str = RINGING
-    answered_at: float | None = None
-    agent: str | None = None
-    connected_at: float | None = None
-    ended_at: float | None = None
-    finished: bool = False  # a FinishedCall was emitted (exactly one per call)
-    pbx_ids: set[str] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class _Agent:
-    extension: str
-    state: str = IDLE
-    since: float = 0.0
-    idle_since: float = 0.0
-    wrapup_until: float | None = None
-    wrapup_campaign: int | None = None
-    pbx_call_id: str | None = None
-    attempt_id: int | None = None
-
-
-@dataclass(slots=True)
-class _Campaign:
-    campaign_id: int
-    extensions: list[str] = field(default_factory=list)
-    count: int = 0
-    learned: list[str] = field(default_factory=list)
-    wrapup_s: float = 0.0
-    configured: bool = False
-    finished: list[FinishedCall] = field(default_factory=list)
-    wrapups_done: list[float] = field(default_factory=list)
-
-    @property
-    def members(self) -> list[str]:
-        return self.extensions or self.learned
-
-
-@dataclass(frozen=True, slots=True)
-class EndResult:
-    """What ``call_ended`` learned: whether an agent had answered, who, and the FinishedCall if one was emitted."""
-
-    agent_answered: bool
-    agent: str | None
-    answered_at: float | None
-    connected_at: float | None
-    placed_at: float | None
-    finished: FinishedCall | None
-
-
 class LiveState:
-    """Thread-safe live state of every campaign. See the module docstring for the model."""
+    """Thread-safe live state of every campaign: the model is in the module docstring, records in live_types."""
 
     def __init__(
         self,
         *,
         wrapup_s: float | Mapping[int, float] = 0.0,
         ring_timeout_s: float = 120.0,
-        metrics: Metrics | None = None,
+        metrics: PlacementCounter | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._default_wrapup = float(wrapup_s) if isinstance(wrapup_s, int | float) else 0.0
@@ -150,8 +70,8 @@ class LiveState:
         )
         self.ring_timeout_s = ring_timeout_s
         self.metrics = metrics
-        self._campaigns: dict[int, _Campaign] = {}
-        self._agents: dict[str, _Agent] = {}
+        self._campaigns: dict[int, CampaignRecord] = {}
+        self._agents: dict[str, AgentRecord] = {}
         self._calls: dict[int, LiveCall] = {}
         self._pbx: dict[str, int] = {}
         self._subscribers: list[Callable[[int], None]] = []
@@ -230,7 +150,7 @@ class LiveState:
             if self._placed_since_event is None:
                 self._placed_since_event = placed_at
 
-    def call_failed(self, campaign_id: int, attempt_id: int, now: float | None = None) -> None:
+    def call_failed(self, campaign_id: int, attempt_id: int) -> None:
         """The callback was refused or certainly never placed: forget the call (no FinishedCall)."""
         with self._lock:
             call = self._calls.pop(attempt_id, None)
@@ -276,32 +196,22 @@ class LiveState:
             talking: list[tuple[str, float]] = []
             wrapup: list[float] = []
             idle: list[tuple[str, float]] = []
-            logged = 0
+            offline = 0
+            # Named extensions, else the ones learned from a count-only campaign's calls.
+            for ext in camp.extensions or camp.learned:
+                agent = self._agent(ext, now)
+                if agent.state == OFFLINE:
+                    offline += 1
+                elif agent.state in (RESERVED, AGENT_TALKING):
+                    talking.append((ext, agent.since))
+                elif agent.state == WRAPUP:
+                    wrapup.append(agent.since)
+                else:
+                    idle.append((ext, agent.idle_since))
             if camp.extensions:
-                for ext in camp.extensions:
-                    agent = self._agent(ext, now)
-                    if agent.state == OFFLINE:
-                        continue
-                    logged += 1
-                    if agent.state in (RESERVED, AGENT_TALKING):
-                        talking.append((ext, agent.since))
-                    elif agent.state == WRAPUP:
-                        wrapup.append(agent.since)
-                    else:
-                        idle.append((ext, agent.idle_since))
+                logged = len(camp.extensions) - offline
                 idle_count = len(idle)
             else:
-                offline = 0
-                for ext in camp.learned:
-                    agent = self._agent(ext, now)
-                    if agent.state == OFFLINE:
-                        offline += 1
-                    elif agent.state in (RESERVED, AGENT_TALKING):
-                        talking.append((ext, agent.since))
-                    elif agent.state == WRAPUP:
-                        wrapup.append(agent.since)
-                    else:
-                        idle.append((ext, agent.idle_since))
                 # This campaign's calls talking to an agent we could not name still hold an agent.
                 for call in self._calls.values():
                     if call.campaign_id == campaign_id and call.state == TALKING and not call.agent:
@@ -411,7 +321,7 @@ class LiveState:
         with self._lock:
             return sorted(self._campaigns)
 
-    # --- folding events (called by dialer.outcomes.webhooks) -----------------------------------------------------
+    # --- folding events (called by dialer.outcomes.events) ---------------------------------------------
 
     def ensure_call(self, campaign_id: int, attempt_id: int, phone: str, placed_at: float) -> LiveCall:
         """The call for ``attempt_id``, created from the attempt when the engine did not announce it."""
@@ -602,17 +512,17 @@ class LiveState:
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _campaign(self, campaign_id: int) -> _Campaign:
+    def _campaign(self, campaign_id: int) -> CampaignRecord:
         camp = self._campaigns.get(campaign_id)
         if camp is None:
             wrap = self._wrapup_map.get(campaign_id, self._default_wrapup)
-            camp = self._campaigns[campaign_id] = _Campaign(campaign_id, wrapup_s=wrap)
+            camp = self._campaigns[campaign_id] = CampaignRecord(campaign_id, wrapup_s=wrap)
         return camp
 
-    def _agent(self, extension: str, now: float) -> _Agent:
+    def _agent(self, extension: str, now: float) -> AgentRecord:
         agent = self._agents.get(extension)
         if agent is None:
-            agent = self._agents[extension] = _Agent(extension, IDLE, now, now)
+            agent = self._agents[extension] = AgentRecord(extension, IDLE, now, now)
         return agent
 
     def _learn(self, campaign_id: int, extension: str) -> None:
@@ -628,7 +538,7 @@ class LiveState:
             del camp.finished[: len(camp.finished) - MAX_UNDRAINED]
         return finished
 
-    def _to_wrapup(self, agent: _Agent, now: float, campaign_id: int | None) -> None:
+    def _to_wrapup(self, agent: AgentRecord, now: float, campaign_id: int | None) -> None:
         wrap = self._campaign(campaign_id).wrapup_s if campaign_id is not None else self._default_wrapup
         agent.pbx_call_id, agent.attempt_id = None, None
         if wrap > 0:
@@ -648,7 +558,7 @@ class LiveState:
             agent.state, agent.since = IDLE, now
             agent.pbx_call_id, agent.attempt_id = None, None
 
-    def _finish_wrapup(self, agent: _Agent, now: float) -> None:
+    def _finish_wrapup(self, agent: AgentRecord, now: float) -> None:
         if agent.state != WRAPUP or agent.wrapup_until is None:
             return
         end = min(now, agent.wrapup_until)

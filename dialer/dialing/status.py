@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +12,17 @@ from sqlmodel import col, select
 
 from dialer.db import session_scope
 from dialer.kv import get_value
-from dialer.models import DUE_STATES, LIVE_ATTEMPT_STATES, Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.outcomes.states import DUE_CONTACT_STATES, LIVE_ATTEMPT_STATES
+
+
+class DaemonState(StrEnum):
+    """What ``dialer status`` says of the daemon (its heartbeat), not of a campaign."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    NOT_RESPONDING = "not responding"
+    NEVER_RAN = "never ran"
 
 STATUS_KEY = "daemon:status"
 
@@ -22,7 +33,7 @@ def daemon_status(db: DbEngine) -> dict[str, Any]:
         hb = get_value(s, STATUS_KEY) or {}
         campaigns = s.exec(select(Campaign).order_by(col(Campaign.id))).all()
         due = dict(s.execute(
-            sa.select(col(Contact.campaign_id), sa.func.count()).where(col(Contact.state).in_(DUE_STATES))
+            sa.select(col(Contact.campaign_id), sa.func.count()).where(col(Contact.state).in_(DUE_CONTACT_STATES))
             .group_by(col(Contact.campaign_id))
         ).all())
         attempt_rows = s.execute(
@@ -54,7 +65,7 @@ def daemon_status(db: DbEngine) -> dict[str, Any]:
             "waiting": view.get("waiting"),
             "talking": len(view["talking"]) if isinstance(view.get("talking"), list) else None,
             "agents_idle": view.get("idle"),
-            "placed": int(total or 0),
+            "calls_placed": int(total or 0),
             "answered": int(answered or 0),
             "abandoned": int(abandoned or 0),
         })
@@ -62,10 +73,10 @@ def daemon_status(db: DbEngine) -> dict[str, Any]:
     if hb.get("updated_at"):
         age = (now - datetime.fromisoformat(hb["updated_at"])).total_seconds()
         daemon["age_s"] = age
-        if hb.get("state") == "running" and age > 30:
-            daemon["state"] = "not responding"
+        if hb.get("state") == DaemonState.RUNNING and age > 30:
+            daemon["state"] = DaemonState.NOT_RESPONDING
     else:
-        daemon["state"] = "never ran"
+        daemon["state"] = DaemonState.NEVER_RAN
     return {
         "daemon": daemon,
         "campaigns": out_campaigns,

@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from dialer.ingest import phones
-from dialer.models import DUE_STATES, Campaign, Contact, DncEntry, utcnow
+from dialer.models import LIVE_ATTEMPT_SQL, Attempt, Campaign, Contact, DncEntry, utcnow
+from dialer.outcomes.states import CAMPAIGN_ACTIONS, DUE_CONTACT_STATES, CampaignState
+from dialer.outcomes.transitions import mark_dnc_contacts
 
 PACING_NAMES = ("progressive", "vicidial", "vicidial-average", "predictive")
 MAX_RATIO = 5.0
@@ -341,23 +343,15 @@ def update_campaign(session: Session, name: str, settings: Mapping[str, Any]) ->
     return campaign
 
 
-_TRANSITIONS = {
-    "start": ({"draft", "stopped", "finished"}, "running"),
-    "pause": ({"running"}, "paused"),
-    "resume": ({"paused"}, "running"),
-    "stop": ({"draft", "running", "paused", "finished"}, "stopped"),
-}
-
-
 def change_state(session: Session, name: str, action: str, reason: str | None = None) -> Campaign:
     campaign = get_campaign(session, name)
-    allowed, target = _TRANSITIONS[action]
+    allowed, target = CAMPAIGN_ACTIONS[action]
     if campaign.state not in allowed:
         raise CampaignError(
             f"cannot {action} campaign {name!r}: it is {campaign.state} ({action} works from {', '.join(sorted(allowed))})"
         )
     campaign.state = target
-    campaign.pause_reason = reason if target == "paused" else None
+    campaign.pause_reason = reason if target == CampaignState.PAUSED else None
     campaign.updated_at = utcnow()
     session.add(campaign)
     session.flush()
@@ -418,8 +412,10 @@ def next_due_contacts(
     lock: bool = False,
 ) -> list[Contact]:
     """Contacts the daemon may dial next, best first: state pending or retry, due (next_attempt_at empty or <= now),
-    under the attempt cap, not on the do-not-call list; ordered by priority (high first) then next_attempt_at
-    (empty first). The calling window is NOT checked here: filter with ``phones.callable_now`` and over-fetch.
+    under the attempt cap, not on the do-not-call list, and whose number is not in a live call in ANY campaign
+    (one person, one live call; the unique index ``uq_attempt_live_phone`` refuses what slips past this);
+    ordered by priority (high first) then next_attempt_at (empty first). The calling window is NOT checked
+    here: filter with ``phones.callable_now`` and over-fetch.
 
     Each due state is read separately so the index (campaign_id, state, priority DESC, next_attempt_at) serves
     the order directly and the query stops after ``limit`` rows even with millions of contacts waiting.
@@ -439,6 +435,14 @@ def next_due_contacts(
         .where(col(DncEntry.phone) == col(Contact.phone))
         .where(sa.or_(col(DncEntry.campaign_id).is_(None), col(DncEntry.campaign_id) == campaign_id))
     )
+    # One probe of the small partial index per row read; the predicate is literal SQL so the planner can
+    # match it to the index's own (see models.LIVE_ATTEMPT_SQL).
+    in_call = (
+        sa.select(sa.literal(1))
+        .select_from(Attempt)
+        .where(col(Attempt.phone) == col(Contact.phone))
+        .where(sa.text(LIVE_ATTEMPT_SQL))
+    )
     order = (
         col(Contact.priority).desc(),
         col(Contact.next_attempt_at).asc().nulls_first(),
@@ -453,6 +457,7 @@ def next_due_contacts(
             .where(sa.or_(col(Contact.next_attempt_at).is_(None), col(Contact.next_attempt_at) <= now))
             .where(col(Contact.attempts) < max_attempts)
             .where(~dnc.exists())
+            .where(~in_call.exists())
             .order_by(*order)
             .limit(limit)
         )
@@ -460,12 +465,12 @@ def next_due_contacts(
     if lock and session.get_bind().dialect.name == "postgresql":
         # FOR UPDATE cannot lock through a UNION: one locked query per state, merged here.
         found: list[Contact] = []
-        for state in DUE_STATES:
+        for state in DUE_CONTACT_STATES:
             found.extend(session.exec(due_in(state).with_for_update(skip_locked=True, of=Contact)).all())
         found.sort(key=_due_order)
         return found[:limit]
     # One round trip: the best `limit` of each state (each an ordered index range), merged by the database.
-    parts = [sa.select(due_in(state).with_only_columns(col(Contact.id)).subquery()) for state in DUE_STATES]
+    parts = [sa.select(due_in(state).with_only_columns(col(Contact.id)).subquery()) for state in DUE_CONTACT_STATES]
     ids = sa.union_all(*parts).subquery("due")
     stmt = select(Contact).where(col(Contact.id).in_(sa.select(ids.c.id))).order_by(*order).limit(limit)
     return list(session.exec(stmt).all())
@@ -504,14 +509,7 @@ def add_dnc(
     )
     for campaign_id in cids:
         for chunk in _chunks(phones_, 500):
-            upd = (
-                sa.update(Contact)
-                .where(col(Contact.campaign_id) == campaign_id)
-                .where(col(Contact.phone).in_(chunk))
-                .where(col(Contact.state).in_(("pending", "retry")))
-                .values(state="dnc", updated_at=now)
-            )
-            marked += int(getattr(session.execute(upd), "rowcount", 0) or 0)
+            marked += mark_dnc_contacts(session, campaign_id, chunk, now)
     return len(new), marked
 
 

@@ -28,6 +28,7 @@ from sqlmodel import col
 from dialer.db import session_scope
 from dialer.ingest import campaigns, phones
 from dialer.models import Campaign, Contact, utcnow
+from dialer.outcomes.states import ContactState
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -535,7 +536,7 @@ def _insert(
         f"INSERT INTO {Contact.__tablename__} (campaign_id, phone, name, fields, timezones, source_line, priority, "
         "state, attempts, created_at, updated_at) "
         f"VALUES ({cid}, {mark}, {mark}, {mark}, {mark}, {mark}, {mark if prio is not None else '0'}, "
-        f"'pending', 0, '{stamp}', '{stamp}')"
+        f"'{ContactState.PENDING.value}', 0, '{stamp}', '{stamp}')"
     )
     phones_l, names_l, lines_l = e164.tolist(), names.tolist(), lines.astype("int64").tolist()
     done = 0

@@ -6,12 +6,14 @@ attempt by number and time, and ends attempts through the same state machine the
 again changes nothing; rows that arrive late are still matched because the fetch window reaches back to
 the oldest attempt statistics have not confirmed yet. A fetch the budget cuts short continues where it stopped
 on the next run.
+
+This module holds the polling, paging and matching; the bulk reads and writes that make 100,000 attempts
+affordable, and the ending of matched attempts, are in ``dialer.outcomes.reconcile_bulk``.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import re
 import threading
@@ -20,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DbEngine
@@ -29,15 +31,20 @@ from sqlmodel import Session, col, select
 from dialer.db import session_scope
 from dialer.kv import put_value
 from dialer.logs import log_event
-from dialer.models import Attempt, Campaign, Contact, EventLog, KeyValue, StatRow, utcnow
-from dialer.outcomes.transitions import (
-    ANSWERED,
-    CallOutcome,
-    attempt_completion,
-    attempt_not_placed,
-    contact_transition,
-    normalise_disposition,
+from dialer.models import Attempt, KeyValue, StatRow, utcnow
+from dialer.outcomes.reconcile_bulk import (
+    AttemptRecord,
+    StatRecord,
+    complete_matched,
+    insert_stat_rows,
+    read_attempts,
+    read_costed,
+    read_pbx_rows,
+    read_unlinked_costs,
+    resolve_uncertain,
 )
+from dialer.outcomes.states import LIVE_ATTEMPT_STATES, AttemptState
+from dialer.outcomes.transitions import ANSWERED, CallOutcome, normalise_disposition
 from dialer.zadarma import BudgetExhausted, ZadarmaClient, ZadarmaError
 
 log = logging.getLogger("dialer.reconcile")
@@ -47,63 +54,6 @@ WATERMARK_KEY = "reconcile:watermark"
 OFFSET_KEY = "reconcile:account_offset_s"
 MAX_PERIOD = timedelta(days=29)
 _CLID_NUMBER = re.compile(r"\(?\+?(\d{5,})\)?\s*$")
-
-
-_ATT: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
-_STAT: sa.Table = StatRow.__table__  # type: ignore[attr-defined]
-_CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
-_CAMPAIGN: sa.Table = Campaign.__table__  # type: ignore[attr-defined]
-
-
-# Columns ``attempt_completion`` sets to the same values for every attempt of one run.
-_SHARED = ("state", "live", "updated_at")
-
-
-class _Att(NamedTuple):
-    """The attempt columns matching reads (names are the ``attempt`` table's)."""
-
-    id: int
-    campaign_id: int
-    contact_id: int
-    phone: str
-    state: str
-    created_at: datetime
-    sent_at: datetime | None
-    placed_at: datetime | None
-    finished_at: datetime | None
-    disposition: str | None
-    answered: bool | None
-    connected: bool | None
-    abandoned: bool | None
-    agent: str | None
-    talk_seconds: float | None
-    ring_seconds: float | None
-    cost: float | None
-    pbx_call_id: str | None
-
-
-class _Row(NamedTuple):
-    """The ``stat_row`` columns matching reads."""
-
-    id: int
-    callstart: datetime | None
-    pbx_call_id: str | None
-    clid: str | None
-    destination: str | None
-    disposition: str | None
-    seconds: int | None
-    attempt_id: int | None
-    fetched_at: datetime
-
-
-class _Policy(NamedTuple):
-    """A campaign's retry settings (``dialer.outcomes.transitions.RetryPolicy``)."""
-
-    max_attempts: int
-    retry_busy_s: int
-    retry_no_answer_s: int
-    retry_failed_s: int
-    retry_abandoned_s: int
 
 
 @dataclass
@@ -188,9 +138,6 @@ class Reconciler:
     def to_account(self, moment: datetime) -> str:
         return (moment.astimezone(UTC) + self.account_offset()).strftime(STAT_FORMAT)
 
-    def from_account(self, text: str) -> datetime | None:
-        return _parse_account_time(text, self.account_offset())
-
     # -- the run --------------------------------------------------------------------------------------
 
     def run_once(self, *, since: datetime | None = None, stop: threading.Event | None = None) -> ReconcileResult:
@@ -248,8 +195,8 @@ class Reconciler:
             select(sa.func.min(Attempt.created_at)).where(
                 col(Attempt.created_at) >= horizon,
                 sa.or_(
-                    col(Attempt.state).in_(("placing", "placed", "uncertain")),
-                    sa.and_(col(Attempt.state) == "completed", ~confirmed),
+                    col(Attempt.state).in_(LIVE_ATTEMPT_STATES),
+                    sa.and_(col(Attempt.state) == AttemptState.COMPLETED, ~confirmed),
                 ),
             )
         ).one()
@@ -339,9 +286,7 @@ class Reconciler:
                 }
             records.setdefault(key, record)
         with session_scope(self.db) as s:
-            # ON CONFLICT DO NOTHING: another reconciler (the CLI next to the daemon) may store the same rows
-            # at the same time; the driver's row count says how many this call added.
-            new = _insert_many(s, list(records.values()), fetched_at=now)
+            new = insert_stat_rows(s, list(records.values()), fetched_at=now)
         return new
 
     # -- matching -------------------------------------------------------------------------------------
@@ -354,9 +299,10 @@ class Reconciler:
         ``since`` limits the work to the fetch window, which already reaches back to the oldest attempt that
         statistics have not confirmed.
 
-        Rows and attempts are read as plain tuples and written back with one executemany per table: ORM
-        objects for 100,000 attempts cost most of a minute. The decisions still come from ``dialer.outcomes.transitions``
-        (``attempt_completion``, ``contact_transition``), the same functions ``complete_attempt`` uses.
+        Rows and attempts are read as plain tuples and written back in bulk by ``dialer.outcomes.reconcile_bulk``:
+        ORM objects for 100,000 attempts cost most of a minute. The decisions still come from
+        ``dialer.outcomes.transitions`` (``attempt_completion``, ``contact_transition``), the same functions
+        ``complete_attempt`` uses.
         """
         result = result or ReconcileResult()
         cfg = self.config
@@ -365,22 +311,15 @@ class Reconciler:
         horizon = now - timedelta(seconds=cfg.confirm_horizon_s)
         if since is not None:
             horizon = max(horizon, since)
+        reach = horizon - tol
         with session_scope(self.db) as s:
-            attempts = _read(
-                s, _Att, _ATT,
-                _ATT.c.created_at >= horizon - tol,
-                _ATT.c.state.in_(("placing", "placed", "uncertain", "completed")),
-            )
+            attempts = read_attempts(s, reach)
             if not attempts:
                 return result
-            rows = _read(
-                s, _Row, _STAT,
-                _STAT.c.source == "pbx",
-                sa.or_(_STAT.c.callstart >= horizon - tol, _STAT.c.callstart.is_(None)),
-            )
+            rows = read_pbx_rows(s, reach)
             by_id = {a.id: a for a in attempts}
-            out_of: dict[int, _Row] = {}
-            in_of: dict[int, _Row] = {}
+            out_of: dict[int, StatRecord] = {}
+            in_of: dict[int, StatRecord] = {}
             for r in rows:
                 if r.attempt_id is not None and r.attempt_id in by_id:
                     (in_of if _is_pbx_leg(r) else out_of)[r.attempt_id] = r
@@ -435,14 +374,7 @@ class Reconciler:
                 result.matched += 1
 
             # Cost rows (``/v1/statistics/``): one per customer leg, at the same second.
-            costed = {
-                aid for (aid,) in s.execute(
-                    sa.select(_STAT.c.attempt_id).where(
-                        _STAT.c.source == "calls", _STAT.c.attempt_id.is_not(None),
-                        _STAT.c.callstart >= horizon - tol,
-                    )
-                )
-            }
+            costed = read_costed(s, reach)
             cost_index: dict[str, list[tuple[float, int]]] = defaultdict(list)
             for aid, row in out_of.items():
                 if row.callstart is not None and aid not in costed:
@@ -450,11 +382,7 @@ class Reconciler:
             for lst in cost_index.values():
                 lst.sort()
             new_cost: dict[int, float] = {}
-            for row_id, callstart, destination, cost in s.execute(
-                sa.select(_STAT.c.id, _STAT.c.callstart, _STAT.c.destination, _STAT.c.cost).where(
-                    _STAT.c.source == "calls", _STAT.c.attempt_id.is_(None), _STAT.c.callstart >= horizon - tol,
-                )
-            ):
+            for row_id, callstart, destination, cost in read_unlinked_costs(s, reach):
                 cands = cost_index.get(_digits(destination or ""))
                 if not cands or callstart is None:
                     continue
@@ -466,91 +394,20 @@ class Reconciler:
                     new_cost[aid_opt] = cost
 
             # Outcomes, in the order the attempts were made so a contact ends where its latest call puts it.
-            # Grouped by the values every attempt of a group shares (state, live, updated_at): one statement
-            # per group binds them once.
-            attempt_updates: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
-            cost_updates: list[dict[str, Any]] = []
-            firsts: list[tuple[_Att, CallOutcome]] = []
-            for aid in sorted(out_of):
-                attempt = by_id[aid]
-                if aid in new_cost:
-                    attempt = attempt._replace(cost=new_cost[aid])
-                outcome = self._outcome(out_of[aid], in_of.get(aid), now)
-                if outcome is None or (attempt.state == "completed" and _same(attempt, outcome)):
-                    if aid in new_cost:
-                        cost_updates.append({"b_id": aid, "cost": new_cost[aid]})
-                    continue
-                fields = attempt_completion(attempt, outcome, now)
-                shared = tuple(fields.pop(name) for name in _SHARED)
-                attempt_updates[shared].append({"b_id": aid, **fields})
-                if attempt.state != "completed":
-                    firsts.append((attempt, outcome))
-                    result.completed += 1
-                    if attempt.state == "uncertain":
-                        result.resolved_uncertain += 1
-            contact_updates = self._move_contacts(s, firsts, now)
+            completed, resolved = complete_matched(
+                s, by_id, ((aid, self._outcome(out_of[aid], in_of.get(aid), now)) for aid in sorted(out_of)),
+                new_cost, row_links, now,
+            )
+            result.completed += completed
+            result.resolved_uncertain += resolved
 
-            _update_many(s, _STAT, row_links)
-            for shared, group in attempt_updates.items():
-                _update_many(s, _ATT, group, **dict(zip(_SHARED, shared, strict=True)))
-            _update_many(s, _ATT, cost_updates, updated_at=now)
-            _update_many(s, _CONTACT, contact_updates, updated_at=now)
-
-            # Uncertain attempts with no customer leg long after they were sent did not happen. Rare: the ORM
-            # state machine handles them one by one.
-            grace = timedelta(seconds=cfg.uncertain_grace_s)
-            for a in attempts:
-                if a.state != "uncertain" or a.id in out_of:
-                    continue
-                if now - (a.sent_at or a.created_at) < grace:
-                    continue
-                orm_attempt = s.get(Attempt, a.id)
-                if orm_attempt is None or orm_attempt.state != "uncertain":  # pragma: no cover - raced
-                    continue
-                attempt_not_placed(s, orm_attempt, "no call in Zadarma's statistics: the callback did not happen",
-                                   now=now)
-                s.add(EventLog(campaign_id=a.campaign_id, level="info", kind="uncertain_resolved",
-                               message=f"attempt {a.id} to {a.phone}: no call found, contact due again"))
-                result.not_placed += 1
-                result.resolved_uncertain += 1
+            # Uncertain attempts with no customer leg long after they were sent did not happen.
+            not_placed = resolve_uncertain(s, attempts, out_of, timedelta(seconds=cfg.uncertain_grace_s), now)
+            result.not_placed += not_placed
+            result.resolved_uncertain += not_placed
         return result
 
-    def _move_contacts(
-        self, s: Session, firsts: list[tuple[_Att, CallOutcome]], now: datetime
-    ) -> list[dict[str, Any]]:
-        """The contacts' new (state, next_attempt_at, last_disposition) rows for attempts ended the first time."""
-        if not firsts:
-            return []
-        policies = {
-            r.id: _Policy(*r[1:]) for r in s.execute(
-                sa.select(_CAMPAIGN.c.id, *[_CAMPAIGN.c[name] for name in _Policy._fields]).where(
-                    _CAMPAIGN.c.id.in_({a.campaign_id for a, _ in firsts}))
-            )
-        }
-        contacts: dict[int, tuple[str, int, datetime | None]] = {}
-        ids = sorted({a.contact_id for a, _ in firsts})
-        for chunk in _chunks(ids, 900):
-            for cid, state, attempts, next_at in s.execute(
-                sa.select(_CONTACT.c.id, _CONTACT.c.state, _CONTACT.c.attempts, _CONTACT.c.next_attempt_at).where(
-                    _CONTACT.c.id.in_(chunk))
-            ):
-                contacts[cid] = (state, attempts, next_at)
-        moved: dict[int, dict[str, Any]] = {}
-        for attempt, outcome in firsts:
-            current = contacts.get(attempt.contact_id)
-            policy = policies.get(attempt.campaign_id)
-            if current is None or policy is None:  # pragma: no cover - foreign keys prevent it
-                continue
-            state, count, next_at = current
-            move = contact_transition(policy, state, count, next_at, outcome, now)
-            contacts[attempt.contact_id] = (move.state, count, move.next_attempt_at)
-            moved[attempt.contact_id] = {
-                "b_id": attempt.contact_id, "state": move.state, "next_attempt_at": move.next_attempt_at,
-                "last_disposition": move.last_disposition,
-            }
-        return list(moved.values())
-
-    def _outcome(self, out_row: _Row, in_row: _Row | None, now: datetime) -> CallOutcome | None:
+    def _outcome(self, out_row: StatRecord, in_row: StatRecord | None, now: datetime) -> CallOutcome | None:
         disposition = normalise_disposition(out_row.disposition)
         started = out_row.callstart
         if disposition != ANSWERED:
@@ -582,23 +439,11 @@ class Reconciler:
         )
 
 
-def _same(a: _Att, o: CallOutcome) -> bool:
-    return (
-        a.disposition == o.disposition
-        and bool(a.answered) == o.answered
-        and bool(a.connected) == o.connected
-        and bool(a.abandoned) == o.abandoned
-        and (o.talk_seconds is None or a.talk_seconds == o.talk_seconds)
-        and (o.agent is None or a.agent == o.agent)
-        and (o.pbx_call_id is None or a.pbx_call_id == o.pbx_call_id)
-    )
-
-
-def _is_pbx_leg(r: _Row) -> bool:
+def _is_pbx_leg(r: StatRecord) -> bool:
     return bool(r.pbx_call_id and r.pbx_call_id.startswith("in_"))
 
 
-def _ref_time(a: _Att) -> datetime:
+def _ref_time(a: AttemptRecord) -> datetime:
     return a.placed_at or a.sent_at or a.created_at
 
 
@@ -671,15 +516,6 @@ def _float(v: Any) -> float | None:
         return None
 
 
-_Rec = TypeVar("_Rec", _Att, _Row)
-
-
-def _read(s: Session, record: type[_Rec], table: sa.Table, *where: Any) -> list[_Rec]:
-    """``record``'s columns of the rows of ``table`` matching ``where``, as plain tuples."""
-    query = sa.select(*[table.c[name] for name in record._fields]).where(*where)
-    return [record(*row) for row in s.execute(query)]
-
-
 def _parse_account_time(text: str, offset: timedelta) -> datetime | None:
     """``YYYY-MM-DD HH:MM:SS`` in the account's zone -> aware UTC (None if it is not such a time)."""
     text = text.strip()
@@ -693,85 +529,3 @@ def _parse_account_time(text: str, offset: timedelta) -> datetime | None:
         except ValueError:
             return None
     return naive.replace(tzinfo=UTC) - offset
-
-
-def _insert_ignoring_duplicates(dialect: str, values: dict[str, Any]) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(_STAT).values(values).on_conflict_do_nothing(index_elements=["source", "row_key"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(_STAT).values(values).on_conflict_do_nothing(index_elements=["source", "row_key"])
-
-
-def _insert_many(s: Session, rows: list[dict[str, Any]], **same: Any) -> int:
-    """Insert stat rows whose (source, row_key) is new; returns how many were."""
-    if not rows:
-        return 0
-    names = [*rows[0], *same]
-    stmt = _insert_ignoring_duplicates(
-        s.get_bind().dialect.name, {name: sa.bindparam(name, type_=_STAT.c[name].type) for name in names}
-    )
-    return _execute_many(s, stmt, _STAT, rows, same)
-
-
-def _update_many(s: Session, table: sa.Table, rows: list[dict[str, Any]], **same: Any) -> None:
-    """``UPDATE table SET <the rows' other keys and same's> WHERE id = :b_id``."""
-    if not rows:
-        return
-    names = [*(k for k in rows[0] if k != "b_id"), *same]
-    stmt = sa.update(table).where(table.c.id == sa.bindparam("b_id")).values(
-        {name: sa.bindparam(name, type_=table.c[name].type) for name in names}
-    )
-    _execute_many(s, stmt, table, rows, same)
-
-
-def _execute_many(s: Session, stmt: Any, table: sa.Table, rows: list[dict[str, Any]], same: dict[str, Any]) -> int:
-    """Run ``stmt`` once per row as a driver-level executemany; returns the rows the database changed.
-
-    SQLAlchemy's own executemany builds and type-converts every parameter set through its compiler, which
-    costs more than the database's work for 100,000 rows. Here each column's bind processor (the conversion
-    SQLAlchemy would apply: ``UTCDateTime``, JSON, booleans) runs once per value, and values every row shares
-    (``same``, e.g. ``updated_at``) are converted once.
-    """
-    conn = s.connection()
-    dialect = conn.dialect
-    compiled = stmt.compile(dialect=dialect)
-    sql = str(compiled)
-    names = list(compiled.positiontup or []) if compiled.positional else list(compiled.binds)
-
-    def processor(name: str) -> Callable[[Any], Any] | None:
-        # dialect_impl: the type as this dialect runs it (on SQLite, UTCDateTime's text format), as SQLAlchemy
-        # does itself.
-        column = table.c[name]
-        return column.type.dialect_impl(dialect).bind_processor(dialect)
-
-    fixed: dict[str, Any] = {}
-    for name, value in same.items():
-        proc = processor(name)
-        fixed[name] = proc(value) if proc is not None and value is not None else value
-    procs = {name: processor(name) for name in names if name not in fixed and name != "b_id"}
-    changed = 0
-    for chunk in _chunks(rows, 10_000):
-        # Column by column: one comprehension per column is several times cheaper than one dict per row.
-        columns: list[Iterable[Any]] = []
-        for name in names:
-            if name in fixed:
-                columns.append(itertools.repeat(fixed[name], len(chunk)))
-                continue
-            proc = procs.get(name)
-            if proc is None:
-                columns.append([r[name] for r in chunk])
-            else:
-                columns.append([None if r[name] is None else proc(r[name]) for r in chunk])
-        params: list[Any] = list(zip(*columns, strict=False))
-        if not compiled.positional:
-            params = [dict(zip(names, p, strict=True)) for p in params]
-        changed += max(0, conn.exec_driver_sql(sql, params).rowcount)
-    return changed
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]

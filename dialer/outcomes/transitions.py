@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
-from sqlmodel import Session
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
 
 from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.outcomes.states import DUE_CONTACT_STATES, FINAL_CONTACT_STATES, AttemptState, ContactState
 
 # Zadarma dispositions (statistics say "call failed", webhooks "failed").
 ANSWERED = "answered"
@@ -25,7 +27,6 @@ FAILED = "call failed"
 UNALLOCATED = "unallocated number"
 CANCEL = "cancel"
 PERMANENT_DISPOSITIONS = frozenset({UNALLOCATED})
-FINAL_CONTACT_STATES = frozenset({"done", "exhausted", "invalid", "dnc"})
 
 
 def normalise_disposition(value: str | None) -> str:
@@ -110,7 +111,7 @@ class RetryPolicy(Protocol):
 
 
 class ContactMove(NamedTuple):
-    state: str
+    state: ContactState
     next_attempt_at: datetime | None
     last_disposition: str
 
@@ -133,7 +134,7 @@ def attempt_completion(attempt: AttemptFacts, outcome: CallOutcome, now: datetim
         "pbx_call_id": outcome.pbx_call_id or attempt.pbx_call_id,
         "placed_at": attempt.placed_at if attempt.placed_at is not None else outcome.started_at,
         "finished_at": attempt.finished_at or outcome.finished_at or now,
-        "state": "completed",
+        "state": AttemptState.COMPLETED,
         "live": False,
         "updated_at": now,
     }
@@ -150,14 +151,14 @@ def contact_transition(
     """Where a contact goes when one of its attempts ends with ``outcome`` (the first time it ends). Pure."""
     last = "abandoned" if outcome.abandoned else outcome.disposition
     if state in FINAL_CONTACT_STATES:
-        return ContactMove(state, next_attempt_at, last)  # e.g. put on the DNC list while the call was ringing
+        return ContactMove(ContactState(state), next_attempt_at, last)  # e.g. put on the DNC list while the call was ringing
     if outcome.connected:
-        return ContactMove("done", None, last)
+        return ContactMove(ContactState.DONE, None, last)
     if outcome.disposition in PERMANENT_DISPOSITIONS:
-        return ContactMove("invalid", None, last)
+        return ContactMove(ContactState.INVALID, None, last)
     if attempts >= campaign.max_attempts:
-        return ContactMove("exhausted", None, last)
-    return ContactMove("retry", now + timedelta(seconds=retry_delay_s(campaign, outcome)), last)
+        return ContactMove(ContactState.EXHAUSTED, None, last)
+    return ContactMove(ContactState.RETRY, now + timedelta(seconds=retry_delay_s(campaign, outcome)), last)
 
 
 def complete_attempt(
@@ -169,7 +170,7 @@ def complete_attempt(
     cost and exact talk time after a webhook ended it) and never moves the contact twice.
     """
     now = now or utcnow()
-    first_time = attempt.state != "completed"
+    first_time = attempt.state != AttemptState.COMPLETED
     for name, value in attempt_completion(attempt, outcome, now).items():
         setattr(attempt, name, value)
     session.add(attempt)
@@ -191,7 +192,7 @@ def fail_attempt(
 ) -> None:
     """Zadarma refused the callback: nothing rang. The contact is due again, or invalid for a bad number."""
     now = now or utcnow()
-    attempt.state = "failed"
+    attempt.state = AttemptState.FAILED
     attempt.live = False
     attempt.error = error[:500]
     attempt.finished_at = now
@@ -205,13 +206,13 @@ def fail_attempt(
     if contact.state in FINAL_CONTACT_STATES:
         pass
     elif permanent:
-        contact.state = "invalid"
+        contact.state = ContactState.INVALID
         contact.next_attempt_at = None
     elif contact.attempts >= campaign.max_attempts:
-        contact.state = "exhausted"
+        contact.state = ContactState.EXHAUSTED
         contact.next_attempt_at = None
     else:
-        contact.state = "retry"
+        contact.state = ContactState.RETRY
         contact.next_attempt_at = now + timedelta(seconds=campaign.retry_failed_s)
     contact.updated_at = now
     session.add(contact)
@@ -223,7 +224,7 @@ def attempt_not_placed(session: Session, attempt: Attempt, reason: str, *, now: 
     """The callback certainly never happened (never sent, or reconciliation found no call): give the
     attempt back so it does not count against the contact's cap, and make the contact due again."""
     now = now or utcnow()
-    attempt.state = "not_placed"
+    attempt.state = AttemptState.NOT_PLACED
     attempt.live = False
     attempt.error = reason[:500]
     attempt.finished_at = now
@@ -234,7 +235,62 @@ def attempt_not_placed(session: Session, attempt: Attempt, reason: str, *, now: 
         return
     contact.attempts = max(0, contact.attempts - 1)
     if contact.state not in FINAL_CONTACT_STATES:
-        contact.state = "retry" if contact.attempts else "pending"
+        contact.state = ContactState.RETRY if contact.attempts else ContactState.PENDING
         contact.next_attempt_at = now
     contact.updated_at = now
     session.add(contact)
+
+
+def claim_contact(contact: Contact, campaign_id: int, now: datetime) -> Attempt:
+    """The contact is being dialled: count the attempt and return its write-ahead row (``placing``).
+
+    The caller commits the row before sending the callback; the partial unique index on live attempts makes a
+    second live attempt for the same number fail at that commit.
+    """
+    contact.state = ContactState.DIALING
+    contact.attempts += 1
+    contact.updated_at = now
+    return Attempt(campaign_id=campaign_id, contact_id=contact.id or 0, phone=contact.phone,
+                   state=AttemptState.PLACING, created_at=now, updated_at=now)
+
+
+def attempt_placed(attempt: Attempt, placed_at: datetime | None, now: datetime) -> None:
+    """Zadarma accepted the callback: a call exists (its outcome comes from webhooks or statistics)."""
+    attempt.state = AttemptState.PLACED
+    attempt.placed_at = placed_at
+    attempt.updated_at = now
+
+
+def attempt_uncertain(attempt: Attempt, reason: str, now: datetime) -> None:
+    """The request may or may not have reached Zadarma: only reconciliation may decide; never re-send it."""
+    attempt.state = AttemptState.UNCERTAIN
+    attempt.sent_at = attempt.sent_at or attempt.created_at
+    attempt.error = reason[:500]
+    attempt.updated_at = now
+
+
+def attempts_in_flight_uncertain(session: Session, attempt_ids: set[int], reason: str, now: datetime) -> None:
+    """Bulk form of ``attempt_uncertain`` for requests still in flight when the daemon stops."""
+    session.exec(
+        sa.update(Attempt)
+        .where(col(Attempt.id).in_(attempt_ids), col(Attempt.state) == AttemptState.PLACING)
+        .values(state=AttemptState.UNCERTAIN, error=reason[:500], updated_at=now)
+    )
+
+
+def placing_attempts(session: Session) -> list[Attempt]:
+    """Write-ahead rows whose request may or may not have left (a crash, or a stop before sending)."""
+    return list(session.exec(select(Attempt).where(col(Attempt.state) == AttemptState.PLACING)).all())
+
+
+def mark_dnc_contacts(session: Session, campaign_id: int, phones: list[str], now: datetime) -> int:
+    """Contacts not yet dialled or waiting for a retry leave the campaign for good: their number is on the DNC
+    list. A contact in a call stays until the call ends (``contact_transition`` then keeps any final state)."""
+    upd = (
+        sa.update(Contact)
+        .where(col(Contact.campaign_id) == campaign_id)
+        .where(col(Contact.phone).in_(phones))
+        .where(col(Contact.state).in_(DUE_CONTACT_STATES))
+        .values(state=ContactState.DNC, updated_at=now)
+    )
+    return int(getattr(session.execute(upd), "rowcount", 0) or 0)

@@ -1,14 +1,9 @@
 """A campaign's KPIs, computed from the database: what `dialer report` prints and the exports hold.
 
-Definitions (pacing.md / simulator.md "Metrics"; only ``completed`` attempts are calls that happened):
-- calls placed = completed attempts; answered / connected / abandoned = completed attempts with that flag True.
-- answer rate = answered / calls placed. abandon rate = abandoned / answered (over the campaign, the last 24 h and
-  the last 30 days before ``now``; an attempt's time is when Zadarma placed it, else when we sent it, else when we
-  created it).
-- talk seconds = agent talk: ``talk_seconds`` of connected calls; average talk time is over connected calls whose
-  talk time is known.
-- occupancy = talk seconds / logged-in agent seconds, the latter kept by the daemon in KeyValue
-  ``campaign:{id}:agent_seconds`` (a number); without it occupancy is unknown (None).
+The figures (calls, answer and abandon rates, windows, talk, occupancy) are defined once in
+``dialer.reporting.figures``; this module applies them and adds the list-level ones:
+- average talk time is over connected calls whose talk time is known; logged-in agent seconds are kept by the
+  daemon in KeyValue ``campaign:{id}:agent_seconds`` (a number); without it occupancy is unknown (None).
 - attempts per reached contact = calls placed / contacts reached; list penetration = contacts with at least one
   attempt (``Contact.attempts > 0``) / all contacts; cost = sum of ``Attempt.cost`` over all attempts.
 - contacts by final state: reached = done; pending = pending + retry + dialing; exhausted, invalid and dnc as stored.
@@ -20,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -30,26 +25,22 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from dialer.db import reader
-from dialer.models import ATTEMPT_STATES, CONTACT_STATES, utcnow
-
-FINAL_STATES = ("reached", "exhausted", "invalid", "dnc", "pending")
-FINAL_STATE_OF = {
-    "done": "reached",
-    "exhausted": "exhausted",
-    "invalid": "invalid",
-    "dnc": "dnc",
-    "pending": "pending",
-    "retry": "pending",
-    "dialing": "pending",
-}
+from dialer.models import utcnow
+from dialer.outcomes.states import RESULT_OF_STATE, AttemptState, ContactResult, ContactState
+from dialer.reporting.figures import (
+    abandon_rate,
+    agent_seconds_key,
+    answer_rate,
+    call_counts,
+    occupancy,
+    ratio,
+    report_instant,
+    window_start,
+)
 
 
 class CampaignNotFound(LookupError):
     """No campaign has that name; the message lists the ones that exist."""
-
-
-def agent_seconds_key(campaign_id: int) -> str:
-    return f"campaign:{campaign_id}:agent_seconds"
 
 
 def zone(name: str) -> ZoneInfo:
@@ -58,10 +49,6 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {name!r} (use an IANA name such as Europe/London)") from None
-
-
-def ratio(num: float, den: float) -> float | None:
-    return num / den if den else None
 
 
 @dataclass(frozen=True)
@@ -250,7 +237,7 @@ def _completed_calls(conn: Connection, campaign_id: int) -> pd.DataFrame:
         raw(a.c.connected).label("connected"),
         raw(a.c.abandoned).label("abandoned"),
         a.c.talk_seconds,
-    ).where(a.c.campaign_id == campaign_id, a.c.state == "completed")
+    ).where(a.c.campaign_id == campaign_id, a.c.state == AttemptState.COMPLETED)
     frame = pd.read_sql(stmt, conn)
     out = pd.DataFrame(
         {
@@ -291,7 +278,7 @@ def _hourly(calls: pd.DataFrame, tz: str) -> list[HourlyRow]:
                 answered=answered,
                 connected=int(r["connected"]),
                 abandoned=abandoned,
-                abandon_rate=ratio(abandoned, answered),
+                abandon_rate=abandon_rate(abandoned, answered),
                 talk_seconds=float(r["talk_seconds"]),
             )
         )
@@ -315,7 +302,7 @@ def build_report(
     """The report of campaign ``campaign_name`` at ``now`` (default: the current time), times in ``tz``
     (default: the campaign's timezone). Raises CampaignNotFound, or ValueError for an unknown ``tz``."""
     # Whole seconds: the exports write whole-second times, and the SQLite views must draw the same windows.
-    now = (now or utcnow()).astimezone(UTC).replace(microsecond=0)
+    now = report_instant(now or utcnow())
     with reader(db_engine).connect() as conn:
         campaign = find_campaign(conn, campaign_name)
         cid = int(campaign["id"])
@@ -323,7 +310,7 @@ def build_report(
         zone(tz_name)
 
         c = table("contact")
-        contacts_by_state = dict.fromkeys(CONTACT_STATES, 0)
+        contacts_by_state = {s.value: 0 for s in ContactState}
         attempted = 0
         for state, count, n_attempted in conn.execute(
             sa.select(c.c.state, sa.func.count(), sa.func.sum(sa.case((c.c.attempts > 0, 1), else_=0)))
@@ -332,13 +319,13 @@ def build_report(
         ):
             contacts_by_state[state] = int(count)
             attempted += int(n_attempted or 0)
-        final = dict.fromkeys(FINAL_STATES, 0)
+        final = dict.fromkeys(ContactResult, 0)
         for state, count in contacts_by_state.items():
-            final[FINAL_STATE_OF.get(state, "pending")] += count
+            final[RESULT_OF_STATE.get(state, ContactResult.PENDING)] += count
         contacts_total = sum(contacts_by_state.values())
 
         a = table("attempt")
-        attempts_by_state = dict.fromkeys(ATTEMPT_STATES, 0)
+        attempts_by_state = {s.value: 0 for s in AttemptState}
         cost = 0.0
         for state, count, state_cost in conn.execute(
             sa.select(a.c.state, sa.func.count(), sa.func.sum(a.c.cost))
@@ -350,14 +337,11 @@ def build_report(
 
         calls = _completed_calls(conn, cid)
         agent_seconds = _agent_seconds(conn, cid)
+        whole = call_counts(conn, cid)
+        last_24h = call_counts(conn, cid, window_start(now, "24h"))
+        last_30d = call_counts(conn, cid, window_start(now, "30d"))
 
-    answered = int(calls["answered"].sum())
-    connected = int(calls["connected"].sum())
-    abandoned = int(calls["abandoned"].sum())
-    last_24h = calls[calls["time"] >= now - timedelta(hours=24)]
-    last_30d = calls[calls["time"] >= now - timedelta(days=30)]
     talk = calls["agent_talk"].dropna()
-    talk_seconds = float(talk.sum())
     times = calls["time"].dropna()
 
     return Report(
@@ -369,32 +353,32 @@ def build_report(
         abandon_target=float(campaign["abandon_target"]),
         abandon_window=str(campaign["abandon_window"]),
         contacts_total=contacts_total,
-        contacts_reached=final["reached"],
-        contacts_exhausted=final["exhausted"],
-        contacts_invalid=final["invalid"],
-        contacts_dnc=final["dnc"],
-        contacts_pending=final["pending"],
+        contacts_reached=final[ContactResult.REACHED],
+        contacts_exhausted=final[ContactResult.EXHAUSTED],
+        contacts_invalid=final[ContactResult.INVALID],
+        contacts_dnc=final[ContactResult.DNC],
+        contacts_pending=final[ContactResult.PENDING],
         contacts_attempted=attempted,
         contacts_by_state=contacts_by_state,
         attempts_total=sum(attempts_by_state.values()),
         attempts_by_state=attempts_by_state,
-        calls_placed=len(calls),
-        answered=answered,
-        connected=connected,
-        abandoned=abandoned,
-        answered_24h=int(last_24h["answered"].sum()),
-        abandoned_24h=int(last_24h["abandoned"].sum()),
-        answered_30d=int(last_30d["answered"].sum()),
-        abandoned_30d=int(last_30d["abandoned"].sum()),
-        answer_rate=ratio(answered, len(calls)),
-        abandon_rate=ratio(abandoned, answered),
-        abandon_rate_24h=ratio(int(last_24h["abandoned"].sum()), int(last_24h["answered"].sum())),
-        abandon_rate_30d=ratio(int(last_30d["abandoned"].sum()), int(last_30d["answered"].sum())),
-        talk_seconds=talk_seconds,
+        calls_placed=whole.calls,
+        answered=whole.answered,
+        connected=whole.connected,
+        abandoned=whole.abandoned,
+        answered_24h=last_24h.answered,
+        abandoned_24h=last_24h.abandoned,
+        answered_30d=last_30d.answered,
+        abandoned_30d=last_30d.abandoned,
+        answer_rate=answer_rate(whole.answered, whole.calls),
+        abandon_rate=whole.abandon_rate,
+        abandon_rate_24h=last_24h.abandon_rate,
+        abandon_rate_30d=last_30d.abandon_rate,
+        talk_seconds=whole.talk_seconds,
         avg_talk_seconds=float(talk.mean()) if len(talk) else None,
         agent_seconds=agent_seconds,
-        occupancy=ratio(talk_seconds, agent_seconds) if agent_seconds else None,
-        attempts_per_reached=ratio(len(calls), final["reached"]),
+        occupancy=occupancy(whole.talk_seconds, agent_seconds),
+        attempts_per_reached=ratio(whole.calls, final[ContactResult.REACHED]),
         list_penetration=ratio(attempted, contacts_total),
         cost=cost,
         first_call_at=times.min().to_pydatetime() if len(times) else None,

@@ -1,18 +1,3 @@
-"""The Zadarma simulator: one call model (``model``), scenario files (``scenario``), the HTTP server (``server``)."""
-
-from __future__ import annotations
-
-from dialer.sim.model import CallModel, ModelEvent, SimAgent, SimCall
-from dialer.sim.scenario import Dist, Scenario, ScenarioError, default_scenario, load_scenario
-
-__all__ = [
-    "CallModel",
-    "Dist",
-    "ModelEvent",
-    "Scenario",
-    "ScenarioError",
-    "SimAgent",
-    "SimCall",
-    "default_scenario",
-    "load_scenario",
-]
+"""The Zadarma simulator: one call model (``model``) with its scenario files (``scenario``), served over HTTP as
+the API (``api``) with its ground truth (``truth``) and run for tests, the demo and ``dialer sim serve``
+(``harness``), and driven without HTTP by the discrete-event benchmark (``des``)."""

@@ -78,7 +78,6 @@ class SimCall:
     ring_seconds: float  # time from placing to the outcome (for answered calls: until the customer picked up)
     talk_planned: float
     wrapup_planned: float
-    outcome_at: float
     state: str = "ringing"  # ringing | routing | waiting | talking | ivr | ended
     answered_at: float | None = None
     connected_at: float | None = None
@@ -219,7 +218,7 @@ class CallModel:
         else:
             delay = self._failed_after
         cid = str(seq)
-        call = SimCall(cid, seq, to, from_, now, outcome, delay, max(talk, 1.0) * k, wrap * k, now + delay)
+        call = SimCall(cid, seq, to, from_, now, outcome, delay, max(talk, 1.0) * k, wrap * k)
         self.calls[cid] = call
         if outcome == "answered" or outcome == "no_answer":
             self._out.append(ModelEvent("ringing", now, cid))

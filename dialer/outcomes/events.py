@@ -1,28 +1,24 @@
-"""The PBX webhook receiver: an ASGI app that stores every NOTIFY_* event and folds it into the live state.
+"""Webhook events: store every NOTIFY_* event raw (deduplicated) and fold it into attempt outcomes and live state.
 
-Request path: parse the form (urlencoded or multipart) on the event loop, check the ``Signature`` header, then hand
-the event to one worker thread that stores it raw (deduplicated), matches it to our attempt, ends the attempt
-through ``dialer.outcomes.transitions.complete_attempt`` when the event decides the outcome, updates ``LiveState`` and, for
-NOTIFY_START, decides how the PBX routes the answered customer. One writer thread keeps events of one call in
-arrival order and keeps SQLite's busy-wait sleeps (which would ruin latency) out of the picture: each event is one
-short ``BEGIN IMMEDIATE`` transaction that never waits for another of ours.
+``WebhookProcessor`` takes one event (or a batch, in arrival order) at a time: it stores the raw row, matches it to
+our attempt, ends the attempt through ``dialer.outcomes.transitions.complete_attempt`` when the event decides the
+outcome, updates ``LiveState`` and, for NOTIFY_START, asks ``dialer.outcomes.routing`` where the answered customer
+goes. Each batch is one short transaction and the event's receive time is the clock for every decision.
 
-``replay_events`` feeds stored raw events through the same ``WebhookProcessor`` with their receive times as the
+Invariant: a resent event (same ``dedup_key``) is stored once and folded once; its NOTIFY_START gets the answer the
+first copy got. ``replay_events`` feeds stored raw events through the same processor with their receive times as the
 clock, so a fresh database with the same attempts ends with the same outcomes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-import queue
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,21 +26,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from dialer.dialing.live import LiveState
 from dialer.logs import log_event
-from dialer.metrics import CONTENT_TYPE, Metrics
-from dialer.models import LIVE_ATTEMPT_STATES, Attempt, Campaign, Contact, DncEntry, WebhookEvent
+from dialer.metrics import Metrics
+from dialer.models import Attempt, Campaign, WebhookEvent
+from dialer.outcomes.routing import abandon_answer, caller_answer, route_customer
+from dialer.outcomes.states import LIVE_ATTEMPT_STATES
 from dialer.outcomes.transitions import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
-from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS, verify_webhook
+from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS
 
 log = logging.getLogger("dialer.webhooks")
 
-MAX_BODY_BYTES = 64 * 1024
 # Fields that identify one event: a resend carries the same values even if it adds unknown extras.
 _DEDUP_FIELDS = (
     "pbx_call_id",
@@ -92,14 +85,6 @@ def customer_phone(value: str | None) -> str | None:
     return "+" + digits if len(digits) >= 5 else None
 
 
-def abandon_answer(action: str | None) -> dict[str, Any]:
-    """The NOTIFY_START answer for a customer nobody can take: ``hangup`` or ``ivr_play:<file id>``."""
-    text = (action or "hangup").strip()
-    if text.startswith("ivr_play:") and text[len("ivr_play:") :].strip():
-        return {"ivr_play": text[len("ivr_play:") :].strip()}
-    return {"hangup": 1}
-
-
 def _ts(dt: datetime | None) -> float | None:
     return dt.timestamp() if dt is not None else None
 
@@ -137,8 +122,6 @@ class _Ref:
 
 
 _ATTEMPT: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
-_CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
-_DNC: sa.Table = DncEntry.__table__  # type: ignore[attr-defined]
 _REF_SELECT = sa.select(
     _ATTEMPT.c.id,
     _ATTEMPT.c.campaign_id,
@@ -165,30 +148,7 @@ _SET_PBX = (
     .where(_ATTEMPT.c.id == sa.bindparam("aid"), _ATTEMPT.c.pbx_call_id.is_(None))
     .values(pbx_call_id=sa.bindparam("pbx"))
 )
-_CONTACT_NAME = sa.select(_CONTACT.c.name).where(_CONTACT.c.id == sa.bindparam("cid"))
-_ON_DNC = sa.select(_DNC.c.id).where(_DNC.c.phone == sa.bindparam("phone")).limit(1)
 _REF_CACHE = 5_000
-
-
-_MAX_BATCH = 64
-
-
-@dataclass(slots=True)
-class _Job:
-    fields: dict[str, str]
-    received_at: datetime
-    signature_ok: bool
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Processed]
-
-
-def _resolve(future: asyncio.Future[Processed], result: Processed | BaseException) -> None:
-    if future.done():  # the client went away and the request was cancelled
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
 
 
 @dataclass
@@ -206,7 +166,8 @@ class ReplayResult:
 
 
 class WebhookProcessor:
-    """Stores and folds one event at a time (thread-safe; callers are serialised)."""
+    """Stores and folds one event at a time (thread-safe; callers are serialised). The HTTP app feeds it from one
+    writer thread (``dialer.outcomes.webhook_app``); a replay calls ``process`` directly."""
 
     def __init__(self, db_engine: Engine, live: LiveState, metrics: Metrics | None = None) -> None:
         self.engine = db_engine
@@ -216,68 +177,8 @@ class WebhookProcessor:
         self._campaigns: dict[int, _CampaignInfo] = {}
         self._answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._refs: OrderedDict[int, _Ref] = OrderedDict()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.completed = 0  # attempts this processor ended (first completion only)
         self._insert = self._insert_statement()
-
-    # --- threading ---
-
-    def _ensure_writer(self) -> queue.SimpleQueue[_Job | None]:
-        with self._writer_lock:
-            if self._writer is None or not self._writer.is_alive():
-                self._queue = queue.SimpleQueue()
-                self._writer = threading.Thread(
-                    target=self._write_loop, args=(self._queue,), name="webhook-writer", daemon=True
-                )
-                self._writer.start()
-            return self._queue
-
-    def close(self) -> None:
-        """Finish queued events and stop the writer thread."""
-        with self._writer_lock:
-            writer, self._writer = self._writer, None
-            if writer is not None:
-                self._queue.put(None)
-        if writer is not None:
-            writer.join(timeout=30)
-
-    async def process_async(
-        self, fields: dict[str, str], received_at: datetime, signature_ok: bool
-    ) -> Processed:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Processed] = loop.create_future()
-        self._ensure_writer().put(_Job(fields, received_at, signature_ok, loop, future))
-        return await future
-
-    def _write_loop(self, jobs: queue.SimpleQueue[_Job | None]) -> None:
-        """One writer: events commit in arrival order; under load, the events that queued up while the previous
-        batch was being written share one transaction, so a burst costs fewer commits per event."""
-        stop = False
-        while not stop:
-            first = jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    nxt = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            try:
-                results: list[Processed | BaseException] = list(
-                    self.process_batch([(j.fields, j.received_at, j.signature_ok) for j in batch])
-                )
-            except Exception as exc:
-                results = [exc] * len(batch)
-            for job, result in zip(batch, results, strict=True):
-                with contextlib.suppress(RuntimeError):  # the server's loop already closed
-                    job.loop.call_soon_threadsafe(_resolve, job.future, result)
 
     def _insert_statement(self) -> Any:
         table = WebhookEvent.__table__  # type: ignore[attr-defined]
@@ -510,20 +411,22 @@ class WebhookProcessor:
         received_at: datetime,
         notify: list[int],
     ) -> dict[str, Any]:
-        now = received_at.timestamp()
+        """NOTIFY_START: the answer that routes the caller; our customer nobody can take ends the attempt here."""
         if ref is None or ref.state not in LIVE_ATTEMPT_STATES:
-            if phone and self._on_dnc(session, phone):
-                log_event(log, logging.INFO, "DNC number calling in: blacklisted", phone=phone)
-                return {"redirect": "blacklist"}
-            return {}
-        self.live.customer_answered(ref.id, now)
+            return caller_answer(session, phone)
+        now = received_at.timestamp()
         notify.append(ref.campaign_id)
-        name = session.connection().execute(_CONTACT_NAME, {"cid": ref.contact_id}).scalar()
-        kind, extension = self.live.route(ref.campaign_id, ref.id, pbx, now)
-        if kind == "agent" and extension:
-            return {"redirect": extension, **({"caller_name": name} if name else {})}
-        if kind == "pbx":
-            return {"caller_name": name} if name else {}
+        answer = route_customer(
+            session,
+            self.live,
+            campaign_id=ref.campaign_id,
+            attempt_id=ref.id,
+            contact_id=ref.contact_id,
+            pbx_call_id=pbx,
+            now=now,
+        )
+        if answer is not None:
+            return answer
         info = self._campaign_info(session, ref.campaign_id)
         finished = self.live.abandoned(ref.id, now)
         ring = finished.ring_s if finished is not None else None
@@ -615,158 +518,6 @@ class WebhookProcessor:
                     now=now or 0.0,
                 )
         return info
-
-    def _on_dnc(self, session: Session, phone: str) -> bool:
-        return session.connection().execute(_ON_DNC, {"phone": phone}).first() is not None
-
-
-# --- the ASGI app ------------------------------------------------------------------------------------------
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client is not None else "?"
-
-
-def create_webhook_app(
-    db_engine: Engine,
-    *,
-    secret: str,
-    live: LiveState,
-    path: str = "/zadarma",
-    verify: bool = True,
-    metrics: Metrics | None = None,
-    max_body_bytes: int = MAX_BODY_BYTES,
-) -> Starlette:
-    """The webhook app: ``GET/POST {path}``, ``GET /healthz``, ``GET /metrics``.
-
-    ``verify=False`` accepts unsigned events (logged as a WARNING at start-up); with ``verify=True`` a secret is
-    required. The app's ``state.processor`` is the ``WebhookProcessor`` (tests and the daemon may use it).
-    """
-    if verify and not secret:
-        raise ValueError(
-            "webhook verification needs the Zadarma secret; pass verify=False to turn it off explicitly"
-        )
-    if not path.startswith("/"):
-        path = "/" + path
-    metrics = metrics or live.metrics or Metrics()
-    if live.metrics is None:
-        live.metrics = metrics
-    processor = WebhookProcessor(db_engine, live, metrics)
-
-    async def hook(request: Request) -> Response:
-        if request.method == "GET":
-            echo = request.query_params.get("zd_echo")
-            return PlainTextResponse(echo if echo is not None else "ok")
-        received_at = datetime.now(UTC)
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            metrics.inc("dialer_webhook_malformed_total")
-            return PlainTextResponse("body too large", status_code=413)
-        try:
-            form = await request.form(max_files=5, max_fields=200, max_part_size=max_body_bytes)
-        except Exception as exc:
-            metrics.inc("dialer_webhook_malformed_total")
-            log_event(
-                log,
-                logging.WARNING,
-                "malformed webhook body",
-                client=_client(request),
-                error=type(exc).__name__,
-                content_type=request.headers.get("content-type", ""),
-            )
-            return PlainTextResponse("malformed body", status_code=400)
-        fields: dict[str, str] = {}
-        for name, value in form.multi_items():
-            if isinstance(value, str) and name not in fields:
-                fields[name] = value
-        await form.close()
-        event = fields.get("event", "").strip()
-        if not event:
-            metrics.inc("dialer_webhook_malformed_total")
-            log_event(
-                log,
-                logging.WARNING,
-                "webhook without an event field",
-                client=_client(request),
-                fields=",".join(sorted(fields))[:200],
-            )
-            return PlainTextResponse("missing event", status_code=400)
-        fields["event"] = event
-        signature = request.headers.get("signature")
-        known = event in WEBHOOK_SIGNED_FIELDS
-        ok = bool(secret) and known and verify_webhook(fields, signature, secret)
-        if verify and known and not ok:
-            metrics.inc("dialer_webhook_signature_failures_total")
-            log_event(
-                log,
-                logging.WARNING,
-                "webhook refused: bad signature",
-                event=event,
-                pbx_call_id=fields.get("pbx_call_id", ""),
-                client=_client(request),
-                signature="missing" if not signature else "wrong",
-            )
-            return PlainTextResponse("bad signature", status_code=403)
-        try:
-            result = await processor.process_async(fields, received_at, ok)
-        except Exception as exc:
-            log_event(
-                log,
-                logging.ERROR,
-                "webhook event not stored",
-                event=event,
-                pbx_call_id=fields.get("pbx_call_id", ""),
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return PlainTextResponse("internal error", status_code=500)
-        if event == "NOTIFY_START":
-            return JSONResponse(result.answer or {})
-        return PlainTextResponse("ok")
-
-    async def healthz(request: Request) -> Response:
-        last = live.last_event_at
-        return JSONResponse(
-            {
-                "ok": True,
-                "verify": verify,
-                "events": live.events_seen,
-                "last_event_age_s": None if last is None else round(time.time() - last, 3),
-            }
-        )
-
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.render(live), media_type=CONTENT_TYPE)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not verify:
-            log_event(
-                log,
-                logging.WARNING,
-                "webhook signature verification is OFF: anyone who can reach this URL can forge call events",
-                path=path,
-            )
-        log_event(log, logging.INFO, "webhook receiver ready", path=path, verify=verify)
-        try:
-            yield
-        finally:
-            processor.close()
-
-    app = Starlette(
-        routes=[
-            Route(path, hook, methods=["GET", "POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
-    app.state.processor = processor
-    app.state.live = live
-    app.state.metrics = metrics
-    return app
-
-
-# --- replay ------------------------------------------------------------------------------------------------
 
 
 def replay_events(

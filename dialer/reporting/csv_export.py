@@ -1,0 +1,84 @@
+"""A campaign report as a directory of CSV files: summary.csv, contacts.csv, attempts.csv, hourly.csv.
+
+Times are text ``YYYY-MM-DD HH:MM:SS+HH:MM`` in the report's timezone (see ``frames.text_frame``).
+
+Text from the input file (names, fields) is data, never a formula: CSV has no cell types, and spreadsheet programs
+run a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return as a formula. Following OWASP ("CSV
+injection"), such text cells get a leading single quote (``'=1+2``). Text that is only a number (``+442037691880``,
+``-3.5``) is left alone: it cannot run anything, and phone numbers stay as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from dialer.reporting.frames import (
+    ATTEMPT_COLUMNS,
+    Column,
+    Progress,
+    contact_columns,
+    contact_field_names,
+    hourly_text,
+    iter_attempt_frames,
+    iter_contact_frames,
+    summary_value_text,
+    text_frame,
+)
+from dialer.reporting.reports import Report
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_CSV_FIRST = frozenset(CSV_FORMULA_START)
+_PLAIN_NUMBER = re.compile(r"[+-]?\d[\d ]*(?:[.,]\d+)?")
+
+
+def csv_safe(value: Any) -> Any:
+    """``value`` for a CSV cell: text a spreadsheet would run as a formula gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def _guard(cells: list[Any]) -> list[Any]:
+    # The cheap first-character test first: csv_safe only sees the few cells that may need a quote.
+    return [csv_safe(v) if isinstance(v, str) and v[:1] in _CSV_FIRST else v for v in cells]
+
+
+def export_csv(
+    engine: Engine, report: Report, directory: Path, *, progress: Progress | None = None
+) -> list[Path]:
+    """summary.csv, contacts.csv, attempts.csv, hourly.csv in ``directory`` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}.csv" for name in ("summary", "contacts", "attempts", "hourly")]
+    summary = pd.DataFrame(
+        {
+            "key": [i.key for i in report.summary_items()],
+            "label": [i.label for i in report.summary_items()],
+            "value": [csv_safe(summary_value_text(i)) for i in report.summary_items()],
+        }
+    )
+    summary.to_csv(paths[0], index=False, quoting=csv.QUOTE_MINIMAL)
+
+    field_names = contact_field_names(engine, report.campaign_id)
+    columns = contact_columns(field_names)
+    _stream_csv(paths[1], columns, iter_contact_frames(engine, report, field_names), progress)
+    _stream_csv(paths[2], list(ATTEMPT_COLUMNS), iter_attempt_frames(engine, report), progress)
+    hourly_text(report).to_csv(paths[3], index=False)
+    return paths
+
+
+def _stream_csv(
+    path: Path, columns: Sequence[Column], frames: Iterator[pd.DataFrame], progress: Progress | None
+) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        pd.DataFrame(columns=[c.name for c in columns]).to_csv(handle, index=False)
+        for frame in frames:
+            text_frame(frame, columns, guard=_guard).to_csv(handle, index=False, header=False)
+            if progress:
+                progress(len(frame))

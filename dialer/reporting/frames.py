@@ -1,0 +1,318 @@
+"""A campaign report's tables as pandas DataFrames read from the database, and their text form.
+
+Every export format holds the same four tables: summary (the report's KPIs, from ``Report.summary_items``),
+contacts (one row per contact, its input fields as columns), attempts, hourly. Their columns are declared here
+(``Column``) and every writer follows them. Contacts and attempts are streamed from the database in chunks
+(``iter_contact_frames``, ``iter_attempt_frames``), so a large campaign never sits in memory at once.
+
+Times in the frames are aware datetimes in the report's timezone (the campaign's, or the one asked for). Their text
+form (``text_frame``, shared by CSV and SQLite) is ``YYYY-MM-DD HH:MM:SS+HH:MM`` (local time with its UTC offset,
+whole seconds), which SQLite's date functions understand; the hourly table's ``hour`` is the local hour
+``YYYY-MM-DD HH:MM``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from dialer.db import reader
+from dialer.outcomes.states import RESULT_OF_STATE, ContactResult
+from dialer.reporting.reports import (
+    Report,
+    SummaryItem,
+    attempt_time_utc,
+    flag_series,
+    raw,
+    table,
+    utc_series,
+)
+
+CHUNK_ROWS = 20_000
+
+Progress = Callable[[int], None]
+"""Called with the number of rows just written (for a progress bar)."""
+
+Guard = Callable[[list[Any]], list[Any]]
+"""Rewrites a text column's cell values (the CSV formula guard)."""
+
+_RESULT_TEXT = {state: result.value for state, result in RESULT_OF_STATE.items()}
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column; its kind decides the cell type each format writes."""
+
+    name: str
+    kind: str  # "text" | "int" | "float" | "bool" | "datetime" | "any"
+
+
+CONTACT_COLUMNS = (
+    Column("contact_id", "int"),
+    Column("phone", "text"),
+    Column("name", "text"),
+)
+CONTACT_TAIL_COLUMNS = (
+    Column("final_state", "text"),
+    Column("state", "text"),
+    Column("attempts", "int"),
+    Column("last_outcome", "text"),
+    Column("priority", "int"),
+    Column("next_attempt_at", "datetime"),
+    Column("source_line", "int"),
+    Column("created_at", "datetime"),
+)
+ATTEMPT_COLUMNS = (
+    Column("attempt_id", "int"),
+    Column("contact_id", "int"),
+    Column("phone", "text"),
+    Column("call_time", "datetime"),
+    Column("state", "text"),
+    Column("disposition", "text"),
+    Column("answered", "bool"),
+    Column("connected", "bool"),
+    Column("abandoned", "bool"),
+    Column("agent", "text"),
+    Column("ring_seconds", "float"),
+    Column("talk_seconds", "float"),
+    Column("cost", "float"),
+    Column("finished_at", "datetime"),
+    Column("pbx_call_id", "text"),
+    Column("error", "text"),
+)
+HOURLY_COLUMNS = (
+    Column("hour", "datetime"),
+    Column("calls_placed", "int"),
+    Column("answered", "int"),
+    Column("connected", "int"),
+    Column("abandoned", "int"),
+    Column("abandon_rate", "float"),
+    Column("talk_seconds", "float"),
+)
+
+
+# --- tables as DataFrames -----------------------------------------------------------------------------------
+
+
+def _parse_fields(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def contact_field_names(engine: Engine, campaign_id: int) -> list[str]:
+    """Every key of the campaign's ``Contact.fields``, in order of first appearance."""
+    c = table("contact")
+    seen: dict[str, None] = {}
+    stmt = sa.select(raw(c.c.fields)).where(c.c.campaign_id == campaign_id).order_by(c.c.id)
+    with reader(engine).connect() as conn:
+        for (value,) in conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(stmt):
+            for key in _parse_fields(value):
+                seen.setdefault(str(key), None)
+    return list(seen)
+
+
+def contact_columns(field_names: Sequence[str]) -> list[Column]:
+    """The contacts table's columns; an input field named like a fixed column becomes "<name> (input)"."""
+    fixed = {c.name for c in (*CONTACT_COLUMNS, *CONTACT_TAIL_COLUMNS)}
+    fields = [Column(f"{n} (input)" if n in fixed else n, "any") for n in field_names]
+    return [*CONTACT_COLUMNS, *fields, *CONTACT_TAIL_COLUMNS]
+
+
+def _local(values: pd.Series, tz: str) -> pd.Series:
+    return utc_series(values).dt.tz_convert(tz)
+
+
+def _field_value(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def count_rows(engine: Engine, table_name: str, campaign_id: int) -> int:
+    """How many rows of ``contact`` or ``attempt`` belong to the campaign."""
+    t = table(table_name)
+    with reader(engine).connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).where(t.c.campaign_id == campaign_id)).scalar_one()
+        )
+
+
+def iter_contact_frames(
+    engine: Engine,
+    report: Report,
+    field_names: Sequence[str],
+    *,
+    chunk_rows: int = CHUNK_ROWS,
+    limit: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The contacts table in chunks, columns as ``contact_columns(field_names)``; at most ``limit`` rows."""
+    c = table("contact")
+    stmt = (
+        sa.select(
+            c.c.id,
+            c.c.phone,
+            c.c.name,
+            raw(c.c.fields).label("fields"),
+            c.c.state,
+            c.c.attempts,
+            c.c.last_disposition,
+            c.c.priority,
+            raw(c.c.next_attempt_at).label("next_attempt_at"),
+            c.c.source_line,
+            raw(c.c.created_at).label("created_at"),
+        )
+        .where(c.c.campaign_id == report.campaign_id)
+        .order_by(c.c.id)
+        .limit(limit)
+    )
+    names = [col.name for col in contact_columns(field_names)]
+    with reader(engine).connect() as conn:
+        chunks = pd.read_sql(stmt, conn.execution_options(stream_results=True), chunksize=chunk_rows)
+        for chunk in chunks:
+            fields = [_parse_fields(v) for v in chunk["fields"].tolist()]
+            data: dict[str, Any] = {
+                "contact_id": chunk["id"],
+                "phone": chunk["phone"],
+                "name": chunk["name"],
+            }
+            for key, name in zip(
+                field_names,
+                names[len(CONTACT_COLUMNS) : len(CONTACT_COLUMNS) + len(field_names)],
+                strict=True,
+            ):
+                data[name] = pd.Series(
+                    [_field_value(f.get(key)) for f in fields], index=chunk.index, dtype=object
+                )
+            data["final_state"] = chunk["state"].map(_RESULT_TEXT).fillna(ContactResult.PENDING.value)
+            data["state"] = chunk["state"]
+            data["attempts"] = chunk["attempts"]
+            data["last_outcome"] = chunk["last_disposition"]
+            data["priority"] = chunk["priority"]
+            data["next_attempt_at"] = _local(chunk["next_attempt_at"], report.timezone)
+            data["source_line"] = chunk["source_line"]
+            data["created_at"] = _local(chunk["created_at"], report.timezone)
+            yield pd.DataFrame(data, columns=names)
+
+
+def iter_attempt_frames(
+    engine: Engine, report: Report, *, chunk_rows: int = CHUNK_ROWS, limit: int | None = None
+) -> Iterator[pd.DataFrame]:
+    """The attempts table in chunks (columns ``ATTEMPT_COLUMNS``; ``call_time`` as in the report); at most
+    ``limit`` rows."""
+    a = table("attempt")
+    stmt = (
+        sa.select(
+            a.c.id,
+            a.c.contact_id,
+            a.c.phone,
+            raw(a.c.placed_at).label("placed_at"),
+            raw(a.c.sent_at).label("sent_at"),
+            raw(a.c.created_at).label("created_at"),
+            a.c.state,
+            a.c.disposition,
+            raw(a.c.answered).label("answered"),
+            raw(a.c.connected).label("connected"),
+            raw(a.c.abandoned).label("abandoned"),
+            a.c.agent,
+            a.c.ring_seconds,
+            a.c.talk_seconds,
+            a.c.cost,
+            raw(a.c.finished_at).label("finished_at"),
+            a.c.pbx_call_id,
+            a.c.error,
+        )
+        .where(a.c.campaign_id == report.campaign_id)
+        .order_by(a.c.id)
+        .limit(limit)
+    )
+    names = [col.name for col in ATTEMPT_COLUMNS]
+    with reader(engine).connect() as conn:
+        chunks = pd.read_sql(stmt, conn.execution_options(stream_results=True), chunksize=chunk_rows)
+        for chunk in chunks:
+            data: dict[str, Any] = {
+                "attempt_id": chunk["id"],
+                "contact_id": chunk["contact_id"],
+                "phone": chunk["phone"],
+                "call_time": attempt_time_utc(chunk).dt.tz_convert(report.timezone),
+                "state": chunk["state"],
+                "disposition": chunk["disposition"],
+            }
+            for flag in ("answered", "connected", "abandoned"):
+                data[flag] = flag_series(chunk[flag]).map({1.0: True, 0.0: False})
+            for col in ("agent", "ring_seconds", "talk_seconds", "cost"):
+                data[col] = chunk[col]
+            data["finished_at"] = _local(chunk["finished_at"], report.timezone)
+            data["pbx_call_id"] = chunk["pbx_call_id"]
+            data["error"] = chunk["error"]
+            yield pd.DataFrame(data, columns=names)
+
+
+# --- cell values --------------------------------------------------------------------------------------------
+
+
+def cell_values(values: pd.Series) -> list[Any]:
+    """A column as Python values (int, float, str, bool...) with None for every kind of missing."""
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
+def _offset_text(values: pd.Series) -> pd.Series:
+    """Aware datetimes as ``YYYY-MM-DD HH:MM:SS+HH:MM`` text (None where missing)."""
+    if values.isna().all():
+        return pd.Series([None] * len(values), index=values.index, dtype=object)
+    # strftime costs microseconds a value; numpy's ISO text and a lookup of the few distinct offsets do not.
+    local = values.dt.tz_localize(None)
+    base = local.to_numpy().astype("datetime64[s]").astype(str)
+    minutes = (local - values.dt.tz_convert("UTC").dt.tz_localize(None)) / pd.Timedelta(minutes=1)
+    offsets = {m: _offset(m) for m in minutes.dropna().unique()}
+    text = [
+        None if m != m else f"{b[:10]} {b[11:]}{offsets[m]}"
+        for b, m in zip(base, minutes.tolist(), strict=True)
+    ]
+    return pd.Series(text, index=values.index, dtype=object)
+
+
+def _offset(minutes: float) -> str:
+    sign = "-" if minutes < 0 else "+"
+    h, m = divmod(abs(int(minutes)), 60)
+    return f"{sign}{h:02d}:{m:02d}"
+
+
+def text_frame(frame: pd.DataFrame, columns: Sequence[Column], *, guard: Guard | None = None) -> pd.DataFrame:
+    """``frame`` for CSV / SQLite: times as offset text, booleans as 1/0, text cells through ``guard`` if given."""
+    out: dict[str, pd.Series] = {}
+    for col in columns:
+        values = frame[col.name]
+        if col.kind == "datetime":
+            cells = _offset_text(values).tolist()
+        elif col.kind in ("bool", "int"):
+            cells = [None if v is None else int(v) for v in cell_values(values)]
+        elif col.kind in ("text", "any") and guard is not None:
+            cells = guard(cell_values(values))
+        else:
+            cells = cell_values(values)
+        # object dtype: an int column with gaps must not turn into floats.
+        out[col.name] = pd.Series(cells, index=frame.index, dtype=object)
+    return pd.DataFrame(out, columns=[c.name for c in columns])
+
+
+def summary_value_text(item: SummaryItem) -> Any:
+    """A summary value for CSV / SQLite: a time as offset text, anything else as it is."""
+    if isinstance(item.value, datetime):
+        return _offset_text(pd.Series([pd.Timestamp(item.value)])).iloc[0]
+    return item.value
+
+
+def hourly_text(report: Report) -> pd.DataFrame:
+    """The hourly table for CSV / SQLite: ``hour`` as local ``YYYY-MM-DD HH:MM`` text."""
+    frame = report.hourly_frame()
+    frame["hour"] = [h.strftime("%Y-%m-%d %H:%M") for h in frame["hour"]]
+    frame["abandon_rate"] = cell_values(frame["abandon_rate"])
+    return frame
