@@ -47,10 +47,6 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def is_sqlite(engine_or_conn: Engine | Connection) -> bool:
-    return engine_or_conn.dialect.name == "sqlite"
-
-
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the dialer's connection rules; no schema checks (use ``open_database`` for that)."""
     url = normalize_url(url)

@@ -183,7 +183,7 @@ def test_counts_and_rates(sample: Sample) -> None:
     assert r.abandon_rate == 2 / 5
     assert (r.abandoned_24h, r.answered_24h, r.abandon_rate_24h) == (1, 3, 1 / 3)
     assert (r.abandoned_30d, r.answered_30d, r.abandon_rate_30d) == (2, 4, 2 / 4)
-    assert r.legal_abandon_rate == r.abandon_rate_30d  # the campaign's default window is 30 days
+    assert r.abandon_window == "30d"  # the campaign's default legal window
     # Agent talk only: the abandoned call's 5 s were a customer talking to nobody.
     assert r.talk_seconds == 380
     assert r.avg_talk_seconds == pytest.approx(380 / 3)

@@ -366,14 +366,6 @@ def pause_campaign(session: Session, name: str, reason: str | None = "paused by 
     return change_state(session, name, "pause", reason)
 
 
-def resume_campaign(session: Session, name: str) -> Campaign:
-    return change_state(session, name, "resume")
-
-
-def stop_campaign(session: Session, name: str) -> Campaign:
-    return change_state(session, name, "stop")
-
-
 def list_campaigns(session: Session) -> list[Campaign]:
     return list(session.exec(select(Campaign).order_by(col(Campaign.id))).all())
 

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any, cast
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
@@ -93,14 +93,6 @@ def normalize_one(raw: object, region: str | None = None) -> Normalized:
         return Normalized(None, INVALID, ())
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
     return Normalized(e164, None, tuple(pn_timezone.time_zones_for_number(num)))
-
-
-def normalize_number(raw: str, region: str | None = None) -> str:
-    """E.164 or ValueError with the reason (for numbers typed on the command line)."""
-    res = normalize_one(raw, region)
-    if res.e164 is None:
-        raise ValueError(f"{raw!r}: {res.reason}")
-    return res.e164
 
 
 # --- a whole column at once -----------------------------------------------------------------------------------
@@ -495,10 +487,6 @@ def is_timezone(name: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def all_timezones() -> frozenset[str]:
-    return frozenset(available_timezones())
-
-
 def _as_time(value: str | time) -> time:
     return parse_hhmm(value) if isinstance(value, str) else value
 

@@ -108,12 +108,6 @@ class RingTime:
             self._since_rebuild = 0
         return self._tables
 
-    def answer_within(self, h: float) -> float:
-        """Among answered calls, the share answering within ``h`` seconds of placement."""
-        sa, _ = self._survivals()
-        i = min(max(int(h) + 1, 0), self.MAX_S + 1)
-        return 1.0 - sa[i]
-
     def q_table(self, p: float) -> list[float]:
         """q(e) for e = 0..MAX_S (index by int(e)): P(will answer | still ringing after e seconds)."""
         sa, so = self._survivals()

@@ -120,11 +120,6 @@ class Report:
         """``when`` in the report's timezone (aware)."""
         return None if when is None else when.astimezone(self.tzinfo)
 
-    @property
-    def legal_abandon_rate(self) -> float | None:
-        """The abandon rate over the campaign's legal window (``abandon_window``)."""
-        return self.abandon_rate_24h if self.abandon_window == "24h" else self.abandon_rate_30d
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data: the keys are the dataclass fields; times are ISO 8601 in the report's zone
         (``hourly[].hour`` is the local hour without offset)."""
