@@ -364,6 +364,7 @@ def _final_reconcile(settings: Settings, db: DbEngine, config: DaemonConfig) -> 
         overlap_s=config.overlap_s,
         uncertain_grace_s=config.uncertain_grace_s,
         pbx_leg_grace_s=config.pbx_leg_grace_s,
+        time_scale=config.time_scale,
     )
     with ZadarmaClient.from_settings(settings) as client:
         Reconciler(db, client, config=rc, wait_for_budget=True).run_once()

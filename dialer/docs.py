@@ -102,7 +102,8 @@ def _param_line(param: Param, ctx: Context) -> str:
         names, text = param.name, ""
     else:
         names, text = record
-    if param.multiple and "repeatable" not in text.lower():
+    # A count option (-v, -vv) is repeatable like a multiple one.
+    if (param.multiple or getattr(param, "count", False)) and "repeatable" not in text.lower():
         text += "  [repeatable]"
     text = " ".join(text.split()).replace("|", "\\|")
     return f"- `{names}`: {text}".rstrip()
@@ -151,9 +152,13 @@ def render_markdown() -> str:
             out.extend(_param_line(p, node.ctx) for p in options)
             out.append("")
         if node.is_group:
-            subs = [n for n in nodes if n.path[:-1] == node.path]
-            if subs:
-                out.append("Commands: " + ", ".join(f"[`{n.path[-1]}`](#{_anchor(n.path)})" for n in subs))
+            # Listed under the same panels as in `--help` ("Commands" where a group has none).
+            panels: dict[str, list[Node]] = {}
+            for n in nodes:
+                if n.path[:-1] == node.path:
+                    panels.setdefault(getattr(n.command, "rich_help_panel", None) or "Commands", []).append(n)
+            for panel, subs in panels.items():
+                out.append(f"{panel}: " + ", ".join(f"[`{n.path[-1]}`](#{_anchor(n.path)})" for n in subs))
                 out.append("")
     return "\n".join(out).rstrip() + "\n"
 

@@ -1,7 +1,11 @@
 """Prometheus text exposition (format 0.0.4), hand-written: a handful of counters and gauges needs no library.
 
-Counters live here; gauges that describe the present (live calls, agents, API budget) are read when scraped, from
-the live state and the API client's ``RateBudget`` the daemon hands over (``metrics.budget = client.budget``).
+The call counters (placed, answered, connected, abandoned, per campaign) are read from the database when scraped,
+with the report's definitions (``dialer.reporting.figures.call_counts_by_campaign``): whatever ended an attempt
+(a webhook, reconciliation, another process, a run before a restart), ``/metrics`` equals ``dialer report``.
+Campaign series are labelled by id and name and exist only for campaigns in the database. The webhook counters
+count events in this process. Gauges that describe the present (live calls, agents, API budget) are read when
+scraped, from the live state and the API client's ``RateBudget`` the daemon hands over (``metrics.budget``).
 The live state is read through ``LiveGauges``, the few things a scrape needs (``dialer.dialing.live.LiveState``
 fits), so this module and the live state never import each other.
 """
@@ -11,15 +15,23 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from dialer.reporting.figures import CallCounts
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# Counter name -> (help, the CallCounts field it shows): read from the database at scrape time.
+_CALL_COUNTERS: dict[str, tuple[str, str]] = {
+    "dialer_calls_placed_total": ("Calls placed (completed attempts, as the report counts them), per campaign.", "calls"),
+    "dialer_calls_answered_total": ("Placed calls the customer answered, per campaign.", "answered"),
+    "dialer_calls_connected_total": ("Answered calls an agent took, per campaign.", "connected"),
+    "dialer_calls_abandoned_total": ("Answered calls no agent took (abandoned), per campaign.", "abandoned"),
+}
 _COUNTERS: dict[str, str] = {
-    "dialer_calls_placed_total": "Callbacks placed, per campaign.",
-    "dialer_calls_answered_total": "Placed calls the customer answered, per campaign.",
-    "dialer_calls_connected_total": "Answered calls an agent took, per campaign.",
-    "dialer_calls_abandoned_total": "Answered calls no agent took (abandoned), per campaign.",
     "dialer_webhook_events_total": "Webhook events accepted and stored, per event type (duplicates not counted).",
     "dialer_webhook_duplicates_total": "Webhook events received again and ignored.",
     "dialer_webhook_signature_failures_total": "Webhook requests refused for a missing or wrong signature.",
@@ -65,6 +77,14 @@ def _labels(labels: Iterable[tuple[str, str]]) -> str:
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
+def campaign_labels(campaign_id: int, name: str | None = None) -> str:
+    """``{campaign="3",campaign_name="spring"}``: every campaign series carries both (the name when known)."""
+    pairs = [("campaign", str(campaign_id))]
+    if name is not None:
+        pairs.append(("campaign_name", name))
+    return _labels(pairs)
+
+
 def _num(value: float) -> str:
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
@@ -74,11 +94,13 @@ def _num(value: float) -> str:
 class Metrics:
     """Thread-safe counters plus scrape-time gauges."""
 
-    def __init__(self, budget: Any = None) -> None:
+    def __init__(self, budget: Any = None, db: Engine | None = None) -> None:
         self._lock = threading.Lock()
         self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         # Anything with ``snapshot() -> {group: {"remaining": .., "limit": ..}}`` (dialer.zadarma.budget.RateBudget).
         self.budget = budget
+        # The database the call counters and campaign names are read from (None: no campaign series).
+        self.db = db
 
     def inc(self, name: str, value: float = 1.0, **labels: object) -> None:
         key = (name, tuple(sorted((k, str(v)) for k, v in labels.items())))
@@ -92,39 +114,63 @@ class Metrics:
 
     # --- the events the dialer counts ---
 
-    def call_placed(self, campaign_id: int) -> None:
-        self.inc("dialer_calls_placed_total", campaign=campaign_id)
-
-    def call_outcome(self, campaign_id: int, *, answered: bool, connected: bool, abandoned: bool) -> None:
-        """Count one call's outcome (once per attempt: call it when ``complete_attempt`` returns True)."""
-        if answered:
-            self.inc("dialer_calls_answered_total", campaign=campaign_id)
-        if connected:
-            self.inc("dialer_calls_connected_total", campaign=campaign_id)
-        if abandoned:
-            self.inc("dialer_calls_abandoned_total", campaign=campaign_id)
-
     def webhook_event(self, event: str) -> None:
         self.inc("dialer_webhook_events_total", event=event)
 
     # --- exposition ---
 
     def render(self, live: LiveGauges | None = None, now: float | None = None) -> str:
+        """The exposition text. Reads the database (when ``db`` is set): call it off the event loop."""
         now = time.time() if now is None else now
         with self._lock:
             values = dict(self._values)
+        calls = self._campaign_calls()
+        names = {cid: name for cid, (name, _) in calls.items()}
         out: list[str] = []
+        for name, (help_text, field) in _CALL_COUNTERS.items():
+            out.append(f"# HELP {name} {help_text}")
+            out.append(f"# TYPE {name} counter")
+            out.extend(
+                f"{name}{campaign_labels(cid, cname)} {_num(getattr(counts, field))}"
+                for cid, (cname, counts) in calls.items()
+            )
         for name, help_text in _COUNTERS.items():
             out.append(f"# HELP {name} {help_text}")
             out.append(f"# TYPE {name} counter")
-            rows = sorted((labels, v) for (n, labels), v in values.items() if n == name)
-            if not rows and not name.startswith("dialer_calls_"):
-                rows = [((), 0.0)]
+            rows = sorted((labels, v) for (n, labels), v in values.items() if n == name) or [((), 0.0)]
             out.extend(f"{name}{_labels(labels)} {_num(v)}" for labels, v in rows)
         out.extend(self._budget_lines())
+        out.extend(self._dial_reason_lines())
         if live is not None:
-            out.extend(self._live_lines(live, now))
+            out.extend(self._live_lines(live, now, names if self.db is not None else None))
         return "\n".join(out) + "\n"
+
+    def _campaign_calls(self) -> dict[int, tuple[str, CallCounts]]:
+        if self.db is None:
+            return {}
+        from dialer.db import reader
+        from dialer.reporting.figures import call_counts_by_campaign
+
+        with reader(self.db).connect() as conn:
+            return call_counts_by_campaign(conn)
+
+    def _dial_reason_lines(self) -> list[str]:
+        """Why each campaign is or is not dialling: 1 for its current reason, 0 for every other (a closed set)."""
+        if self.db is None:
+            return []
+        from dialer.dialing.status import campaign_reasons
+        from dialer.dialing.why import Reason
+
+        name = "dialer_campaign_dial_reason"
+        out = [f"# HELP {name} Why the campaign is or is not dialling: 1 for its current reason (dialer status says more).",
+               f"# TYPE {name} gauge"]  # fmt: skip
+        for cid, cname, code in campaign_reasons(self.db):
+            out.extend(
+                f"{name}{_labels([('campaign', str(cid)), ('campaign_name', cname), ('reason', r.value)])} "
+                f"{int(r.value == code)}"
+                for r in Reason
+            )
+        return out
 
     def _budget_lines(self) -> list[str]:
         if self.budget is None:
@@ -151,7 +197,8 @@ class Metrics:
         ]
         return out
 
-    def _live_lines(self, live: LiveGauges, now: float) -> list[str]:
+    def _live_lines(self, live: LiveGauges, now: float, names: dict[int, str] | None) -> list[str]:
+        """Per-campaign live gauges; with ``names`` (the database's campaigns) only for campaigns that exist."""
         gauges: dict[str, list[str]] = {
             "dialer_live_calls_ringing": [],
             "dialer_live_calls_waiting": [],
@@ -161,8 +208,10 @@ class Metrics:
             "dialer_live_agents_wrapup": [],
         }
         for campaign_id in live.campaigns():
+            if names is not None and campaign_id not in names:
+                continue  # deleted, or never a campaign: no series for it
             view = live.view(campaign_id, now)
-            lab = f'{{campaign="{campaign_id}"}}'
+            lab = campaign_labels(campaign_id, None if names is None else names[campaign_id])
             gauges["dialer_live_calls_ringing"].append(
                 f"dialer_live_calls_ringing{lab} {len(view.ringing_since)}"
             )

@@ -104,6 +104,12 @@ class Campaign(SQLModel, table=True):
     abandon_action: str = "hangup"
     state: str = Field(default=CampaignState.DRAFT.value, index=True)
     pause_reason: str | None = None
+    # Why the daemon is or is not dialling it (dialer.dialing.why), written by the engine when it changes:
+    # a reason code, its detail, the time it lasts until (when known) and since when it holds.
+    dial_reason: str | None = None
+    dial_reason_detail: str | None = None
+    dial_reason_until: datetime | None = _ts()
+    dial_reason_since: datetime | None = _ts()
     created_at: datetime = _created()
     updated_at: datetime = _created()
 
@@ -128,6 +134,8 @@ class Contact(SQLModel, table=True):
     attempts: int = Field(default=0, nullable=False)
     last_disposition: str | None = None
     source_line: int | None = None
+    # The name (not the path) of the file the contact was loaded from: `dialer campaign remove --source`.
+    source_file: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
 

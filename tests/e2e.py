@@ -1,7 +1,8 @@
-"""End-to-end harness: the simulator and the daemon as real subprocesses over a real SQLite file.
+"""End-to-end harness: the simulator and the daemon as real subprocesses over a real SQLite file; the other
+`dialer` commands (campaign, dnc, report, status) run in-process against the same database and simulator.
 
-Used by the daemon, reconciliation, webhook and demo tests. Every process is started on a free
-127.0.0.1 port and killed at the end, whatever happened.
+Used by the daemon, webhook, lock and README tests. Every process is started on a free 127.0.0.1 port and
+stopped at the end, whatever happened; every wait is for a condition, with a deadline that only bounds a hang.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from sqlmodel import Session, select
 from dialer.asgi_thread import free_port
 from dialer.db import make_engine
 from dialer.models import Attempt, Campaign, Contact
+from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
+from tests.conftest import clean_env, invoke, wait_for
 
-KEY = "0123456789abcdefdemo"
-SECRET = "demo0secret0simulatr"
+# The simulator's demo account: what `dialer sim serve` accepts by default.
+KEY, SECRET = DEMO_KEY, DEMO_SECRET
 
 FAST_WORLD = """
 name = "e2e"
@@ -61,6 +64,10 @@ lag_s = {lag}
 
 [webhooks]
 profile = "{webhooks}"
+# How long the PBX waits for our NOTIFY_START answer before routing the caller itself, in world seconds: 60 is two
+# wall seconds at 30x. Zadarma's own second would be 33 ms wall at 30x, which a busy machine misses, and the
+# simulator would then connect or abandon the call against the daemon's decision.
+notify_start_timeout_s = 60
 """
 
 
@@ -95,6 +102,7 @@ class Stack:
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("ZADARMA_", "DIALER_"))},
             "DIALER_DATABASE_URL": f"sqlite:///{self.db_path}",
+            "DIALER_CONFIG": os.devnull,
             "ZADARMA_KEY": KEY,
             "ZADARMA_SECRET": SECRET,
             "ZADARMA_API_URL": f"http://127.0.0.1:{self.sim_port}",
@@ -121,16 +129,18 @@ class Stack:
         log = self.tmp / "sim.log"
         self.logs.append(log)
         self.sim = subprocess.Popen(args, env=self.env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        sim = self.sim
+
+        def up() -> bool:
             try:
-                httpx.get(self.api + "/_sim/stats", timeout=1).raise_for_status()
-                return
+                httpx.get(self.api + "/_sim/stats", timeout=5).raise_for_status()
+                return True
             except httpx.HTTPError:
-                if self.sim.poll() is not None:
+                if sim.poll() is not None:
                     raise RuntimeError("simulator exited: " + log.read_text()) from None
-                time.sleep(0.1)
-        raise TimeoutError("simulator did not start")
+                return False
+
+        wait_for(up, timeout=120, what="the simulator to serve", every=0.1)
 
     def daemon_args(self, *extra: str) -> list[str]:
         s = self.time_scale
@@ -168,9 +178,10 @@ class Stack:
     def daemon_log(self) -> str:
         return "\n".join(p.read_text() for p in self.logs if p.name.startswith("daemon") and p.exists())
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run([sys.executable, "-m", "dialer", *args], env=self.env, capture_output=True, text=True,
-                             timeout=timeout, cwd=self.tmp)
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`dialer ARGS` in-process, with the daemon's settings (database, simulator, credentials)."""
+        settings = {k: v for k, v in self.env.items() if k.startswith(("ZADARMA_", "DIALER_"))}
+        out = invoke(args, env=clean_env(**settings), cwd=self.tmp)
         if check and out.returncode != 0:
             raise AssertionError(f"dialer {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out
@@ -212,16 +223,15 @@ class Stack:
     def sim_stats(self) -> dict[str, Any]:
         return dict(httpx.get(self.api + "/_sim/stats", timeout=10).json())
 
-    def wait_truth_settled(self, timeout: float = 30) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
+    def wait_truth_settled(self, timeout: float = 120) -> list[dict[str, Any]]:
+        def settled() -> tuple[list[dict[str, Any]]] | None:
             calls = self.truth()
             now = time.time()
             if all(c.get("ended_at") is not None and (c.get("stats_due_at") or 0) <= now for c in calls):
-                return calls
-            if time.monotonic() > deadline:
-                raise TimeoutError("simulated calls still in progress")
-            time.sleep(0.2)
+                return (calls,)
+            return None
+
+        return wait_for(settled, timeout=timeout, what="the simulated calls to end", every=0.2)[0]
 
     def db(self) -> Session:
         return Session(make_engine(f"sqlite:///{self.db_path}"))

@@ -78,6 +78,13 @@ def readme_test_command() -> str:
     return lines[0]
 
 
+def readme_slow_test_command() -> str:
+    """README's second test step: the slow end-to-end tests, in the venv the first step made."""
+    lines = [line for b in code_blocks() for line in b.lines if line.startswith("pytest ")]
+    assert len(lines) == 1, f"README must give exactly one slow-test command, found {lines}"
+    return lines[0]
+
+
 def demo_command() -> str:
     lines = [
         line

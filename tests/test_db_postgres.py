@@ -56,7 +56,7 @@ def test_postgres_migrations_load_and_due_query(pg_url: str, tmp_path: Path) -> 
             assert db.current_revision(conn) == db.head_revision()
             idx = (
                 conn.exec_driver_sql(
-                    "SELECT indexdef FROM pg_indexes WHERE indexname IN ('ix_contact_due', 'uq_attempt_live_contact') "
+                    "SELECT indexdef FROM pg_indexes WHERE indexname IN ('ix_contact_due', 'uq_attempt_live_phone') "
                     "ORDER BY indexname"
                 )
                 .scalars()

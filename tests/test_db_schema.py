@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from dialer import db
 from dialer.models import Attempt, Campaign, Contact, utcnow
+from tests.conftest import Cli
 
 
 def _url(tmp_path: Path, name: str = "t.db") -> str:
@@ -122,26 +121,19 @@ def test_models_and_migrations_agree() -> None:
     assert db.check_models_match_migrations() == []
 
 
-def _cli(args: list[str], url: str) -> subprocess.CompletedProcess[str]:
-    env = {"DIALER_DATABASE_URL": url, "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    return subprocess.run([sys.executable, "-m", "dialer", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)  # fmt: skip
-
-
-def test_cli_db_check_current_and_upgrade(tmp_path: Path) -> None:
-    url = _url(tmp_path)
-    chk = _cli(["db", "check"], url)
+def test_cli_db_check_current_and_upgrade(cli: Cli) -> None:
+    chk = cli("db", "check")
     assert chk.returncode == 0, chk.stderr
     assert "agree" in chk.stdout
-    cur = _cli(["db", "current", "--json"], url)
+    cur = cli("db", "current", "--json")
     assert cur.returncode == 0 and '"status": "new"' in cur.stdout
-    up = _cli(["db", "upgrade"], url)
+    up = cli("db", "upgrade")
     assert up.returncode == 0 and db.head_revision() in up.stdout
-    again = _cli(["db", "upgrade"], url)
+    again = cli("db", "upgrade")
     assert again.returncode == 0 and "already" in again.stdout
 
 
-def test_a_database_from_a_newer_dialer_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+def test_a_database_from_a_newer_dialer_is_refused_with_a_clear_message(tmp_path: Path, cli: Cli) -> None:
     url = _url(tmp_path)
     db.open_database(url).dispose()
     con = sqlite3.connect(tmp_path / "t.db")
@@ -150,21 +142,22 @@ def test_a_database_from_a_newer_dialer_is_refused_with_a_clear_message(tmp_path
     con.close()
     with pytest.raises(db.DatabaseVersionError, match="newer dialer"):
         db.open_database(url)
-    res = _cli(["campaign", "list"], url)
+    res = cli("campaign", "list", env={"DIALER_DATABASE_URL": url})
     assert res.returncode == 6
     assert "newer dialer" in res.stderr and "Traceback" not in res.stderr
-    assert _cli(["db", "current"], url).returncode == 6
+    assert cli("db", "current", env={"DIALER_DATABASE_URL": url}).returncode == 6
 
 
 def test_a_database_behind_is_refused_until_upgraded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     url = _url(tmp_path)
-    db.open_database(url).dispose()  # at 0001
+    db.open_database(url).dispose()  # at this dialer's head
+    head = db.head_revision()
     # A newer dialer: the same migrations plus one more revision.
     newer = tmp_path / "alembic"
     shutil.copytree(db.ALEMBIC_DIR, newer, ignore=shutil.ignore_patterns("__pycache__"))
-    (newer / "versions" / "0002_test.py").write_text(
+    (newer / "versions" / "9999_test.py").write_text(
         "import sqlalchemy as sa\nfrom alembic import op\n"
-        f"revision = '0002_test'\ndown_revision = '{db.head_revision()}'\nbranch_labels = None\ndepends_on = None\n"
+        f"revision = '9999_test'\ndown_revision = '{head}'\nbranch_labels = None\ndepends_on = None\n"
         "def upgrade():\n    op.create_table('extra', sa.Column('id', sa.Integer, primary_key=True))\n"
         "def downgrade():\n    op.drop_table('extra')\n"
     )
@@ -174,7 +167,7 @@ def test_a_database_behind_is_refused_until_upgraded(tmp_path: Path, monkeypatch
     engine = db.make_engine(url)
     try:
         before, after = db.upgrade(engine)
-        assert (before, after) == ("0001_initial", "0002_test")
+        assert (before, after) == (head, "9999_test")
     finally:
         engine.dispose()
     db.open_database(url).dispose()

@@ -1,4 +1,5 @@
-"""`dialer demo` as a user runs it: a real subprocess, whose results open in openpyxl and which leaves nothing behind."""
+"""`dialer demo` as a user runs it: a real subprocess, whose results open in openpyxl and which leaves nothing behind
+(slow), and stops cleanly on Ctrl-C (slow); its usage errors in-process."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import openpyxl
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.conftest import clean_env, invoke, wait_for
 
 URLS = re.compile(r"Simulator: http://127\.0\.0\.1:(\d+)\s+Webhooks: http://127\.0\.0\.1:(\d+)/zadarma")
 
@@ -65,6 +67,37 @@ def _summary(path: Path) -> dict[str, object]:
         book.close()
 
 
+def _attempts(path: Path) -> list[dict[str, object]]:
+    """The Attempts sheet as dicts keyed by column name (without the timezone in the headers)."""
+    book = openpyxl.load_workbook(path, read_only=True)
+    try:
+        header, *rows = book["Attempts"].iter_rows(values_only=True)
+        names = [str(h).split(" (")[0] for h in header]
+        return [dict(zip(names, row, strict=True)) for row in rows]
+    finally:
+        book.close()
+
+
+def _assert_spreadsheet_consistent(path: Path) -> None:
+    """Item 10 of issue 13: in the 30x world, times never after the report's, durations in world seconds."""
+    report_time = _summary(path)["generated_at"]
+    attempts = _attempts(path)
+    late = [a for a in attempts if a["finished_at"] is not None and a["finished_at"] > report_time]  # type: ignore[operator]
+    assert late == [], f"finished after the report time {report_time}: {late[:3]}"
+    answered = [a for a in attempts if a["answered"]]
+    assert answered
+    for a in answered:
+        ring, talk = a["ring_seconds"], a["talk_seconds"]
+        assert isinstance(ring, int | float) and isinstance(talk, int | float), a
+        assert ring == round(ring, 1) and talk == round(talk, 1), a
+    # World seconds: the demo world rings 4-14 s and talks ~2 minutes; wall seconds would be 30 times less.
+    rings = sorted(float(a["ring_seconds"]) for a in answered)  # type: ignore[arg-type]
+    assert 3.0 <= rings[len(rings) // 2] <= 20.0, rings
+    talks = sorted(float(a["talk_seconds"]) for a in answered if a["connected"])  # type: ignore[arg-type]
+    assert talks and talks[len(talks) // 2] > 30.0, talks
+
+
+@pytest.mark.slow
 def test_demo_runs_writes_results_and_leaves_nothing_behind(tmp_path: Path) -> None:
     marker = f"DIALER_DEMO_TEST_{uuid.uuid4().hex}"
     user_db = tmp_path / "user.db"
@@ -89,7 +122,7 @@ def test_demo_runs_writes_results_and_leaves_nothing_behind(tmp_path: Path) -> N
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         match = None
         while match is None and time.monotonic() < deadline and proc.poll() is None:
             match = URLS.search(out_path.read_text())
@@ -105,7 +138,9 @@ def test_demo_runs_writes_results_and_leaves_nothing_behind(tmp_path: Path) -> N
         assert ok, "the daemon's webhook port never opened"
         # Everything runs in the demo's own process: no child process at any time.
         assert _children(proc.pid) == []
-        rc = proc.wait(75)
+        # 12 s of dialling, up to 15 s to finish the calls in flight, then reconciling and the report: the
+        # deadline only bounds a hang.
+        rc = proc.wait(240)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
@@ -127,8 +162,10 @@ def test_demo_runs_writes_results_and_leaves_nothing_behind(tmp_path: Path) -> N
     assert summary["campaign_state"] == "paused"
     assert int(summary["attempts_placing"]) == 0  # type: ignore[call-overload]
     assert int(summary["attempts_completed"]) > 20  # type: ignore[call-overload]
+    _assert_spreadsheet_consistent(tmp_path / "demo-results.xlsx")
 
 
+@pytest.mark.slow
 def test_demo_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "dialer", "demo", "--xlsx", "out.xlsx"],
@@ -143,13 +180,13 @@ def test_demo_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
         line = proc.stdout.readline()
         match = URLS.search(line)
         assert match, line
-        # The contacts are loaded just before the daemon starts: interrupt it mid-campaign.
-        seen = line
-        while "Loaded" not in seen and proc.poll() is None:
-            seen += proc.stdout.readline()
-        time.sleep(4)
+        # Interrupt it mid-campaign: once the simulated PBX has seen the first calls, however long that takes.
+        sim_url = f"http://127.0.0.1:{match.group(1)}"
+        wait_for(lambda: proc.poll() is not None or httpx.get(sim_url + "/_sim/stats", timeout=10).json()
+                 ["calls"]["total"] >= 3, timeout=120, what="the demo to place its first calls")
+        assert proc.poll() is None, "the demo ended before it was interrupted"
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=30)
+        rest, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -162,13 +199,7 @@ def test_demo_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_demo_without_the_example_list_says_what_to_do(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "dialer", "demo", "--contacts", str(tmp_path / "missing.csv")],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = invoke(["demo", "--contacts", str(tmp_path / "missing.csv")], env=clean_env(), cwd=tmp_path)
     assert out.returncode == 2
     assert "missing.csv not found" in out.stderr
     assert "Traceback" not in out.stderr

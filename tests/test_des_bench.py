@@ -1,14 +1,13 @@
-"""The discrete-event pacing simulator: common random numbers, the API budget, metrics, the CLI."""
+"""The discrete-event pacing simulator: common random numbers, the API budget, metrics, the CLI (in-process)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from dialer.pacing import Observation, make_policy
 from dialer.sim.des import load_bench_scenario, mean_ci, run_days
+from tests.conftest import clean_env, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "benchmarks" / "scenarios"
@@ -97,11 +96,8 @@ def test_mean_ci() -> None:
 def test_cli_bench_pacing_writes_table_json_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     png = tmp_path / "r.png"
-    proc = subprocess.run(
+    proc = invoke(
         [
-            sys.executable,
-            "-m",
-            "dialer",
             "bench",
             "pacing",
             "--scenario",
@@ -123,9 +119,7 @@ def test_cli_bench_pacing_writes_table_json_and_plot(tmp_path: Path) -> None:
             "--plot",
             str(png),
         ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        env=clean_env(),
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
@@ -137,34 +131,16 @@ def test_cli_bench_pacing_writes_table_json_and_plot(tmp_path: Path) -> None:
 
 
 def test_cli_bench_pacing_rejects_bad_input(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dialer",
-            "bench",
-            "pacing",
-            "--scenario",
-            str(SCENARIOS / "anchor-n10.toml"),
-            "--policy",
-            "turbo",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    proc = invoke(
+        ["bench", "pacing", "--scenario", str(SCENARIOS / "anchor-n10.toml"), "--policy", "turbo"],
+        env=clean_env(),
         cwd=ROOT,
     )
     assert proc.returncode == 2
     assert "unknown pacing" in proc.stderr and "Traceback" not in proc.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[calls]\nanswer_probability = 7\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "dialer", "bench", "pacing", "--scenario", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = invoke(["bench", "pacing", "--scenario", str(bad)], env=clean_env(), cwd=ROOT)
     assert proc.returncode == 2 and "answer_probability" in proc.stderr
 
 

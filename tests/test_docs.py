@@ -7,7 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from dialer.docs import find, help_text, is_group, is_option, render_markdown, root_command, walk
-from tests.readme_support import CI_RUN, README, ROOT, demo_command, dialer_lines, readme_test_command, words
+from tests.readme_support import (
+    CI_RUN,
+    README,
+    ROOT,
+    demo_command,
+    dialer_lines,
+    readme_slow_test_command,
+    readme_test_command,
+    words,
+)
 from tests.test_readme_walkthrough import HANDLED
 
 CLI_MD = ROOT / "docs" / "cli.md"
@@ -113,13 +122,24 @@ def test_readme_commands_are_exercised_by_a_test() -> None:
     assert '"dialer", "demo"' in (ROOT / "tests" / "test_demo.py").read_text()
 
 
-def test_readme_test_command_is_what_ci_runs() -> None:
+def test_readme_test_commands_are_what_ci_runs() -> None:
+    """CI runs README's two steps, in order and nothing after them: the quick suite, then the slow tests."""
     ci_lines = [line for line in CI_RUN.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert ci_lines[-1] == readme_test_command()
+    assert ci_lines[-2:] == [readme_test_command(), readme_slow_test_command()]
     assert (
         readme_test_command()
         == "python3.11 -m venv .venv && . .venv/bin/activate && pip install -q -e '.[dev]' && pytest -q"
     )
+    assert readme_slow_test_command() == "pytest -q -m slow"
+
+
+def test_pytest_q_is_the_quick_suite_and_m_slow_the_rest() -> None:
+    """`pytest -q` leaves the slow tests out by default; `-m slow` on the command line replaces that default."""
+    import tomllib
+
+    options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "-m 'not slow'" in options["addopts"]
+    assert any(m.startswith("slow:") for m in options["markers"])
 
 
 def test_readme_install_lines_are_single_pasteable_lines() -> None:

@@ -7,12 +7,15 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import openpyxl
 import pandas as pd
 import pytest
+from sqlmodel import select
 
 from dialer.reporting.csv_export import csv_safe, export_csv
 from dialer.reporting.reports import Report, build_report
 from dialer.reporting.sqlite_export import export_sqlite
+from dialer.reporting.xlsx_export import export_xlsx
 from tests.test_reports_build import CAMPAIGN, EVIL_NAME, NOW, TZ, Sample, build_sample
 
 
@@ -29,7 +32,7 @@ def report(sample: Sample) -> Report:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # the files start with a BOM for Excel
         return list(csv.DictReader(f))
 
 
@@ -183,3 +186,46 @@ def test_sqlite_without_agent_data_has_unknown_occupancy(tmp_path: Path) -> None
     (row,) = query(path, "SELECT occupancy, talk_seconds FROM kpi_occupancy")
     assert row["occupancy"] is None and row["talk_seconds"] == 380
     assert not (tmp_path / "r.sqlite.partial").exists()
+
+
+def test_rounding_and_whole_second_times(tmp_path: Path) -> None:
+    """Seconds to 0.1 s and the cost to the cent in the report; a call's cost as billed; no sub-second times."""
+    from datetime import UTC, datetime
+
+    from dialer.db import session_scope
+    from dialer.models import Attempt, Campaign, Contact
+
+    sample = build_sample(tmp_path)
+    try:
+        with session_scope(sample.engine) as s:
+            camp = s.exec(select(Campaign).where(Campaign.name == "other")).one()
+            contact = Contact(campaign_id=camp.id, phone="+442037690001", state="done", attempts=1)
+            s.add(contact)
+            s.flush()
+            for ring, talk, cost in ((7.26, 42.349, 0.0123), (3.04, 17.0, 0.004)):
+                s.add(Attempt(campaign_id=camp.id, contact_id=contact.id, phone=contact.phone, state="completed",
+                              placed_at=datetime(2026, 11, 26, 11, 0, 0, 700000, tzinfo=UTC),
+                              finished_at=datetime(2026, 11, 26, 11, 59, 59, 999000, tzinfo=UTC),
+                              answered=True, connected=True, abandoned=False, disposition="answered",
+                              ring_seconds=ring, talk_seconds=talk, cost=cost))  # fmt: skip
+        report = build_report(sample.engine, "other", now=NOW)
+        assert (report.talk_seconds, report.avg_talk_seconds, report.cost) == (59.3, 29.7, 0.02)
+        export_csv(sample.engine, report, tmp_path / "csv")
+        rows = read_csv(tmp_path / "csv" / "attempts.csv")
+        assert [(r["ring_seconds"], r["talk_seconds"], r["cost"]) for r in rows] == [
+            ("7.3", "42.3", "0.0123"),
+            ("3.0", "17.0", "0.004"),
+        ]
+        assert rows[0]["finished_at"] == "2026-11-26 11:59:59+00:00" and rows[0]["call_time"].endswith("11:00:00+00:00")
+        summary = {r["key"]: r["value"] for r in read_csv(tmp_path / "csv" / "summary.csv")}
+        assert (summary["talk_seconds"], summary["cost"]) == ("59.3", "0.02")
+        (kpi,) = query(export_sqlite(sample.engine, report, tmp_path / "r.sqlite"), "SELECT * FROM kpi_summary")
+        assert (kpi["talk_seconds"], kpi["avg_talk_seconds"], kpi["cost"]) == (59.3, 29.7, 0.02)
+        book = openpyxl.load_workbook(export_xlsx(sample.engine, report, tmp_path / "r.xlsx"), read_only=True)
+        header, *cells = book["Attempts"].iter_rows(values_only=True)
+        col = {h.split(" (")[0]: i for i, h in enumerate(header)}
+        assert cells[0][col["finished_at"]] == datetime(2026, 11, 26, 11, 59, 59)  # not .999
+        assert cells[0][col["ring_seconds"]] == 7.3
+        book.close()
+    finally:
+        sample.engine.dispose()

@@ -4,8 +4,6 @@ gets a one-line error; loaded + rejected == rows read, always."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +13,7 @@ from sqlalchemy.engine import Engine
 from dialer import db
 from dialer.ingest import campaigns, loader
 from dialer.models import Contact
+from tests.conftest import Cli
 
 
 @pytest.fixture()
@@ -191,16 +190,6 @@ def test_numbers_never_callable_in_the_window_are_rejected(tmp_path: Path) -> No
         e.dispose()
 
 
-def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        "DIALER_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}",
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path),
-    }
-    return subprocess.run([sys.executable, "-m", "dialer", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -211,25 +200,22 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
         (b"phone\n\x81\x98\x98\xff\xfe\x81\n", "decode"),
     ],
 )
-def test_unreadable_files_get_a_one_line_error(tmp_path: Path, content: bytes, message: str) -> None:
+def test_unreadable_files_get_a_one_line_error(tmp_path: Path, cli: Cli, content: bytes, message: str) -> None:
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
-    res = _cli(["campaign", "load", str(path), "--campaign", "c", "--from", "100"], tmp_path)
+    res = cli("campaign", "load", str(path), "--campaign", "c", "--from", "100")
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and message in lines[0], res.stderr
 
 
-def test_missing_file_and_unknown_column_are_one_line_errors(tmp_path: Path) -> None:
-    res = _cli(["campaign", "load", str(tmp_path / "nope.csv"), "--campaign", "c", "--from", "100"], tmp_path)
+def test_missing_file_and_unknown_column_are_one_line_errors(tmp_path: Path, cli: Cli) -> None:
+    res = cli("campaign", "load", str(tmp_path / "nope.csv"), "--campaign", "c", "--from", "100")
     assert res.returncode == 1 and "no such file" in res.stderr and "Traceback" not in res.stderr
     path = tmp_path / "l.csv"
     path.write_text("phone\n+447911123456\n", encoding="utf-8")
-    res = _cli(["campaign", "load", str(path), "--campaign", "c", "--phone-column", "mobile"], tmp_path)
+    res = cli("campaign", "load", str(path), "--campaign", "c", "--phone-column", "mobile")
     assert res.returncode == 1 and "no campaign named 'c'" in res.stderr  # the failed load left no campaign
-    res = _cli(
-        ["campaign", "load", str(path), "--campaign", "c", "--from", "1", "--phone-column", "mobile"],
-        tmp_path,
-    )
+    res = cli("campaign", "load", str(path), "--campaign", "c", "--from", "1", "--phone-column", "mobile")
     assert res.returncode == 1 and "no phone column 'mobile'" in res.stderr, res.stderr

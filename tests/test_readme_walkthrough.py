@@ -4,7 +4,8 @@ against the simulator, in README order.
 Substitutions, and only these: the example files (customers.csv, tps-export.csv) are written by the test; the
 sound-file id is 1; the webhook port is a free one; the calling window is opened to every hour so the test runs at
 any time of day, with one attempt per contact so the campaign finishes quickly; `dialer run` gets the time-scaled
-intervals of tests/e2e.py and `--until-finished`; `status --watch` is stopped with Ctrl-C after a few seconds.
+intervals of tests/e2e.py and `--until-finished`; `status --watch` is stopped with Ctrl-C once it is refreshing.
+`dialer run` and `dialer status --watch` run as real processes (a daemon, a Ctrl-C), the other lines in-process.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
+from tests.conftest import main_thread_sleeping, wait_for
 from tests.e2e import Stack, scenario_text, stack, write_contacts
 from tests.readme_support import code_blocks, dialer_lines, words
 
@@ -91,7 +93,7 @@ def _run(st: Stack, argv: list[str]) -> None:
         cwd=st.tmp,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # bounds a hang only: 28 calls take about a minute
     )
     (st.tmp / "run.log").write_text(proc.stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -109,9 +111,12 @@ def _status_watch(st: Stack, argv: list[str]) -> None:
         text=True,
     )
     try:
-        time.sleep(3)
+        # Ctrl-C once it is in its refresh loop (asleep between refreshes), however long it took to start: a
+        # SIGINT before that would find it still importing.
+        wait_for(lambda: proc.poll() is not None or main_thread_sleeping(proc.pid), timeout=120,
+                 what="`dialer status --watch` to start refreshing")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -136,7 +141,7 @@ def _report(st: Stack, argv: list[str]) -> None:
 
 
 def _sqlite_backup(st: Stack, argv: list[str]) -> None:
-    subprocess.run(argv, cwd=st.tmp, check=True, timeout=30)
+    subprocess.run(argv, cwd=st.tmp, check=True, timeout=120)
     with sqlite3.connect(st.tmp / "backup.db") as conn:
         assert conn.execute("select count(*) from contact").fetchone()[0] == 30
 

@@ -186,10 +186,10 @@ def test_counts_and_rates(sample: Sample) -> None:
     assert r.abandon_window == "30d"  # the campaign's default legal window
     # Agent talk only: the abandoned call's 5 s were a customer talking to nobody.
     assert r.talk_seconds == 380
-    assert r.avg_talk_seconds == pytest.approx(380 / 3)
-    assert r.agent_seconds == 1000 and r.occupancy == pytest.approx(0.38)
+    assert r.avg_talk_seconds == 126.7  # 380 / 3, to 0.1 s
+    assert r.agent_seconds == 1000 and r.occupancy == pytest.approx(0.38)  # rates stay exact
     assert r.attempts_per_reached == pytest.approx(7 / 3)
-    assert r.cost == pytest.approx(1.875)
+    assert r.cost == 1.88  # 1.875, to the cent
     assert r.first_call_at == utc(2026, 10, 1, 14, 0) and r.last_call_at == utc(2026, 11, 26, 5, 40)
 
 

@@ -1,39 +1,30 @@
-"""`dialer report` as a real subprocess: JSON for machines, tables for people, exports, clear errors."""
+"""`dialer report` through the command line (in-process): JSON for machines, tables for people, exports, clear
+errors."""
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import openpyxl
 import pytest
 
+from tests.conftest import clean_env, invoke
 from tests.test_reports_build import CAMPAIGN, TZ, Sample, build_sample
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sample]:
     s = build_sample(tmp_path_factory.mktemp("cli"))
-    s.engine.dispose()  # the subprocesses own the database from here
+    s.engine.dispose()  # the commands own the database from here
     yield s
 
 
-def run(sample: Sample, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DIALER_DATABASE_URL": sample.url, "COLUMNS": "120"}
-    env.pop("DIALER_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "dialer", "report", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=120,
-    )
+def run(sample: Sample, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return invoke(["report", *args], env=clean_env(DIALER_DATABASE_URL=sample.url, COLUMNS="120", **env), cwd=cwd)
 
 
 def test_json(sample: Sample, tmp_path: Path) -> None:
@@ -46,7 +37,7 @@ def test_json(sample: Sample, tmp_path: Path) -> None:
     assert (data["contacts_reached"], data["contacts_pending"], data["contacts_dnc"]) == (3, 2, 1)
     assert data["last_call_at"] == "2026-11-26T00:40:00-05:00"
     assert [h["hour"] for h in data["hourly"]][-2:] == ["2026-11-25T23:00:00", "2026-11-26T00:00:00"]
-    assert data["cost"] == pytest.approx(1.875)
+    assert data["cost"] == 1.88  # 1.875, to the cent
 
 
 def test_tables_for_people(sample: Sample, tmp_path: Path) -> None:
@@ -105,13 +96,39 @@ def test_user_mistakes_are_clear_errors(sample: Sample, tmp_path: Path) -> None:
 
 
 def test_operator_timezone_from_the_environment(sample: Sample, tmp_path: Path) -> None:
-    env_run = subprocess.run(
-        [sys.executable, "-m", "dialer", "report", CAMPAIGN, "--json"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-        env={**{k: v for k, v in os.environ.items() if k != "DIALER_CONFIG"},
-             "DIALER_DATABASE_URL": sample.url, "DIALER_TIMEZONE": "Asia/Tokyo"},
-    )
+    env_run = run(sample, CAMPAIGN, "--json", cwd=tmp_path, DIALER_TIMEZONE="Asia/Tokyo")
     assert env_run.returncode == 0, env_run.stderr
     data = json.loads(env_run.stdout)
     assert data["timezone"] == "Asia/Tokyo"
     assert data["last_call_at"] == "2026-11-26T14:40:00+09:00"  # 00:40 in New York
+
+
+def test_csv_has_a_bom_for_excel_unless_no_bom(sample: Sample, tmp_path: Path) -> None:
+    for extra, bom in (((), True), (("--no-bom",), False)):
+        target = tmp_path / ("bom" if bom else "plain")
+        out = run(sample, CAMPAIGN, "--csv", str(target), *extra, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        for name in ("summary.csv", "contacts.csv", "attempts.csv", "hourly.csv"):
+            data = (target / name).read_bytes()
+            assert data.startswith(b"\xef\xbb\xbf") is bom, name
+            assert data.count(b"\xef\xbb\xbf") == int(bom), name  # one mark, at the start
+
+
+def test_progress_only_on_a_terminal_and_only_when_slow(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from dialer.commands import report as command
+
+    screen = io.StringIO()
+    monkeypatch.setattr(command, "Console", lambda **_: Console(file=screen, force_terminal=True, width=80))
+    monkeypatch.setattr(command, "SHOW_PROGRESS_AFTER_S", 0.2)
+    with command._progress("Writing quick", 10) as advance:
+        advance(10)
+    assert "Writing quick" not in screen.getvalue()
+    with command._progress("Writing slow", 10) as advance:
+        time.sleep(0.6)
+        advance(10)
+    assert "Writing slow" in screen.getvalue()

@@ -1,4 +1,5 @@
-"""`dialer sim serve` and `dialer sim scenario` as a user runs them (real subprocesses)."""
+"""`dialer sim serve` and `dialer sim scenario` as a user runs them: the server as a real subprocess stopped by
+SIGTERM, the other commands in-process."""
 
 from __future__ import annotations
 
@@ -15,22 +16,14 @@ import pytest
 from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
 from dialer.sim.model import CallModel
 from dialer.sim.scenario import load_scenario
+from tests.conftest import clean_env, invoke
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = sorted((ROOT / "campaigns" / "scenarios").glob("*.toml"))
 
 
-def _dialer(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dialer", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
+def _dialer(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return invoke(args, env=clean_env(**env), cwd=ROOT)
 
 
 def _clean_env() -> dict[str, str]:
@@ -75,8 +68,7 @@ def test_serve_answers_dialer_api_balance_and_stops_on_sigterm() -> None:
                 break
         assert url.startswith("http://127.0.0.1:"), lines
         assert any(f"ZADARMA_KEY={DEMO_KEY}" in line for line in lines)
-        env = {**_clean_env(), "ZADARMA_API_URL": url, "ZADARMA_KEY": DEMO_KEY, "ZADARMA_SECRET": DEMO_SECRET}
-        out = _dialer("api", "balance", "--json", env=env)
+        out = _dialer("api", "balance", "--json", ZADARMA_API_URL=url, ZADARMA_KEY=DEMO_KEY, ZADARMA_SECRET=DEMO_SECRET)
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["balance"] == 100
         stats = httpx.get(url + "/_sim/stats").json()
@@ -96,9 +88,9 @@ def test_serve_answers_dialer_api_balance_and_stops_on_sigterm() -> None:
 
 
 def test_bad_options_get_clear_errors() -> None:
-    out = _dialer("sim", "serve", "--fault", "explode=1", env=_clean_env())
+    out = _dialer("sim", "serve", "--fault", "explode=1")
     assert out.returncode == 2 and "unknown fault" in out.stderr and "Traceback" not in out.stderr
-    out = _dialer("sim", "serve", "--fault", "error-rate", env=_clean_env())
+    out = _dialer("sim", "serve", "--fault", "error-rate")
     assert out.returncode == 2 and "name=value" in out.stderr
 
 

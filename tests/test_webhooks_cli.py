@@ -1,4 +1,4 @@
-"""`dialer webhooks serve` and `dialer webhooks replay` as real subprocesses."""
+"""`dialer webhooks serve` as a real subprocess (stopped by SIGTERM) and `dialer webhooks replay` in-process."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dialer.asgi_thread import free_port
 from dialer.dialing.live import LiveState
 from dialer.models import Attempt, WebhookEvent
 from dialer.outcomes.events import WebhookProcessor
+from tests.conftest import clean_env, invoke
 from tests.webhooks_support import SECRET, at, make_db, out_end, out_start, seed, signed, start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,10 @@ def _env(db: Path, **extra: str) -> dict[str, str]:
     env.update({"DIALER_DATABASE_URL": f"sqlite:///{db}", "DIALER_CONFIG": str(config)})
     env.update(extra)
     return env
+
+
+def _in_process(db: Path) -> dict[str, str | None]:
+    return clean_env(DIALER_DATABASE_URL=f"sqlite:///{db}")
 
 
 def test_serve_receives_signed_events(tmp_path: Path) -> None:
@@ -71,14 +76,7 @@ def test_serve_receives_signed_events(tmp_path: Path) -> None:
 
 def test_serve_without_secret_is_a_clear_error_and_no_verify_warns(tmp_path: Path) -> None:
     db = tmp_path / "d.db"
-    r = subprocess.run(
-        [sys.executable, "-m", "dialer", "webhooks", "serve", "--port", str(free_port())],
-        cwd=ROOT,
-        env=_env(db),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = invoke(["webhooks", "serve", "--port", str(free_port())], env=_in_process(db), cwd=ROOT)
     assert r.returncode == 3
     assert "ZADARMA_SECRET is not set" in r.stderr and "Traceback" not in r.stderr
     port = free_port()
@@ -117,23 +115,8 @@ def test_replay_command_rebuilds_outcomes(tmp_path: Path) -> None:
     p.process(start(s1.phones[1], "q2", 5), at(5), True)
     src.dispose()
     dst.dispose()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dialer",
-            "webhooks",
-            "replay",
-            "--from",
-            f"sqlite:///{tmp_path / 'src.db'}",
-            "--json",
-        ],
-        cwd=ROOT,
-        env=_env(tmp_path / "dst.db"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = invoke(["webhooks", "replay", "--from", f"sqlite:///{tmp_path / 'src.db'}", "--json"],
+               env=_in_process(tmp_path / "dst.db"), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"events": 3, "duplicates": 0, "attempts_completed": 1}
     engine = make_db(tmp_path, "dst.db")

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from dialer.db import session_scope
 from dialer.dialing.live import LiveState
+from dialer.metrics import Metrics
 from dialer.models import Attempt, Contact, DncEntry
 from dialer.outcomes.events import WebhookProcessor, customer_phone, dedup_key
 from dialer.outcomes.routing import abandon_answer
@@ -146,7 +147,8 @@ def test_no_free_agent_plays_abandon_message(world) -> None:  # type: ignore[no-
     p.process(end(s.phones[2], "a2", "", "cancel", 8, 5), at(15), True)
     a = _attempt(world, s.attempt_ids[2])
     assert a.abandoned is True and a.connected is False
-    assert p.metrics.get("dialer_calls_abandoned_total", campaign=s.campaign_id) == 1
+    metrics = Metrics(db=world).render()  # the counters are the database's
+    assert f'dialer_calls_abandoned_total{{campaign="{s.campaign_id}",campaign_name="spring"}} 1\n' in metrics
     finished = live.drain_finished(s.campaign_id)
     assert [(f.abandoned, f.connected) for f in finished] == [(True, False)]
 

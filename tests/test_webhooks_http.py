@@ -228,9 +228,11 @@ def test_healthz_and_metrics(env: tuple) -> None:
     assert 'dialer_webhook_events_total{event="NOTIFY_OUT_START"} 1' in text
     assert 'dialer_api_budget_remaining{group="general"} 100' in text
     assert 'dialer_api_budget_remaining{group="statistics"} 3' in text
-    assert f'dialer_live_calls_ringing{{campaign="{seeded.campaign_id}"}} 0' in text
-    # The outcome of the unanswered call is counted as answered=0: no answered/abandoned sample for it.
-    assert "dialer_calls_answered_total{" not in text
+    labels = f'{{campaign="{seeded.campaign_id}",campaign_name="spring"}}'
+    assert f"dialer_live_calls_ringing{labels} 0" in text
+    # The unanswered call is a call placed, not answered: the counters are read from the database.
+    assert f"dialer_calls_placed_total{labels} 1" in text
+    assert f"dialer_calls_answered_total{labels} 0" in text
 
 
 def test_verification_off_only_explicitly_and_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

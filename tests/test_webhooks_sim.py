@@ -19,10 +19,9 @@ from dialer.outcomes.webhook_app import create_webhook_app
 from dialer.sim.harness import run_simulator
 from dialer.sim.scenario import Scenario
 from dialer.zadarma.client import ZadarmaClient
+from tests.conftest import KEY, SECRET, wait_for
 from tests.webhooks_support import PBX_NUMBER, make_db, seed
 
-KEY = "k0k1k2k3k4k5k6k7k8k9"
-SECRET = "s0s1s2s3s4s5s6s7s8s9"
 BASE = 442070001000
 # Four customers answer at once for two agents: two are routed, two get the abandon message.
 BEHAVIOUR = ["answered", "answered", "answered", "answered", "busy", "no_answer", "failed"]
@@ -83,16 +82,14 @@ def test_outcomes_follow_the_simulator_and_replay_rebuilds_them(tmp_path: Path) 
             _scenario(), key=KEY, secret=SECRET, time_scale=20, webhook_url=hooks.url + "/zadarma"
         ) as sim,
     ):
-        assert sim.wait_webhook_verified()
+        assert sim.wait_webhook_verified(timeout=120)
         with ZadarmaClient(KEY, SECRET, base_url=sim.url) as client:
             for attempt_id, phone in zip(seeded.attempt_ids, PHONES, strict=True):
                 live.call_placed(seeded.campaign_id, attempt_id, phone, sent_at.timestamp())
                 client.callback(PBX_NUMBER, phone)
-        truth = {"+" + c["to"].lstrip("+"): c for c in sim.wait_calls_ended(timeout=30)}
-        deadline = time.monotonic() + 15
-        while any(o[0] != "completed" for o in _outcomes(live_db).values()):
-            assert time.monotonic() < deadline, _outcomes(live_db)
-            time.sleep(0.05)
+        truth = {"+" + c["to"].lstrip("+"): c for c in sim.wait_calls_ended(timeout=120)}
+        wait_for(lambda: all(o[0] == "completed" for o in _outcomes(live_db).values()), timeout=120,
+                 what="every outcome to arrive by webhook")
 
     got = _outcomes(live_db)
     assert set(truth) == set(PHONES)

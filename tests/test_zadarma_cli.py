@@ -1,23 +1,24 @@
-"""`dialer api` as a real subprocess: output, exit codes and that the secret never shows."""
+"""`dialer api` through the command line: output, exit codes and that the secret never shows. In-process, but for
+one real subprocess: `python -m dialer --help` as a user types it."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from dialer.asgi_thread import serve
-from tests.test_zadarma_client import KEY, SECRET, Behaviour, scripted_app
+from tests.conftest import KEY, SECRET, clean_env, invoke
+from tests.test_zadarma_client import Behaviour, scripted_app
 
 
 def run(args: list[str], url: str, secret: str = SECRET) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ZADARMA_KEY": KEY, "ZADARMA_SECRET": secret, "ZADARMA_API_URL": url}
-    env.pop("DIALER_CONFIG", None)
-    return subprocess.run([sys.executable, "-m", "dialer", *args], capture_output=True, text=True, env=env, timeout=60)
+    env = clean_env(ZADARMA_KEY=KEY, ZADARMA_SECRET=secret, ZADARMA_API_URL=url)
+    return invoke(args, env=env, cwd=Path("/"))
 
 
 @pytest.fixture
@@ -25,13 +26,17 @@ def server() -> Iterator[tuple[str, Behaviour]]:
     b = Behaviour()
     with serve(scripted_app(b)) as srv:
         yield srv.url, b
+        b.release.set()
 
 
 def test_help_works() -> None:
-    for args in (["--help"], ["api", "--help"], ["api", "sip", "--help"]):
-        out = subprocess.run([sys.executable, "-m", "dialer", *args], capture_output=True, text=True, timeout=60)
-        assert out.returncode == 0, out.stderr
-        assert "Usage" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "dialer", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout
+    for args in (["api", "--help"], ["api", "sip", "--help"]):
+        res = invoke(args, env=clean_env(), cwd=Path("/"))
+        assert res.returncode == 0, res.stderr
+        assert "Usage" in res.stdout
 
 
 def test_balance_json(server: tuple[str, Behaviour]) -> None:
@@ -43,9 +48,7 @@ def test_balance_json(server: tuple[str, Behaviour]) -> None:
 
 def test_missing_credentials_is_a_clear_error(server: tuple[str, Behaviour]) -> None:
     _url, _ = server
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZADARMA_")}
-    out = subprocess.run([sys.executable, "-m", "dialer", "api", "balance"], capture_output=True, text=True,
-                         env=env, timeout=60, cwd="/")
+    out = invoke(["api", "balance"], env=clean_env(), cwd=Path("/"))
     assert out.returncode == 3
     assert "ZADARMA_KEY" in out.stderr and "Traceback" not in out.stderr
 

@@ -28,9 +28,10 @@ from dialer.zadarma import (
     ZadarmaClient,
 )
 from dialer.zadarma.signing import verify_request
+from tests.conftest import KEY, SECRET, wait_for
 
-KEY = "k0k1k2k3k4k5k6k7k8k9"
-SECRET = "s0s1s2s3s4s5s6s7s8s9"
+# Longer than any read timeout a test sets, so a "hang" is a timeout to the client.
+HANG_S = 3.0
 FAST_RETRY = RetryPolicy(max_attempts=5, initial_s=0.05, max_wait_s=0.3, jitter_s=0.05, max_total_s=20)
 
 
@@ -43,6 +44,9 @@ class Behaviour:
     headers: bool = True
     reset_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # A "hang" answers after HANG_S, or at once when this is set (the server is stopping: don't wait for it).
+    release: threading.Event = field(default_factory=threading.Event)
+    answered: int = 0
 
     def next(self) -> str:
         with self.lock:
@@ -72,7 +76,9 @@ def scripted_app(b: Behaviour) -> Starlette:
         if action == "500":
             return JSONResponse({"status": "error", "message": "Internal error"}, 500, headers=headers)
         if action == "hang":
-            await asyncio.sleep(3)
+            deadline = time.monotonic() + HANG_S
+            while not b.release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
         if action == "error":
             return JSONResponse({"status": "error", "message": "Check phone number"}, 200, headers=headers)
         if action == "garbage":
@@ -83,7 +89,14 @@ def scripted_app(b: Behaviour) -> Starlette:
                                  "time": int(time.time())}, headers=headers)
         return JSONResponse({"status": "success", "balance": 10.34, "currency": "USD"}, headers=headers)
 
-    return Starlette(routes=[Route("/{rest:path}", handler, methods=["GET", "POST", "PUT"])])
+    async def counted(request: Request) -> Response:
+        try:
+            return await handler(request)
+        finally:
+            with b.lock:
+                b.answered += 1
+
+    return Starlette(routes=[Route("/{rest:path}", counted, methods=["GET", "POST", "PUT"])])
 
 
 @pytest.fixture
@@ -91,6 +104,7 @@ def server() -> Iterator[tuple[str, Behaviour]]:
     b = Behaviour()
     with serve(scripted_app(b)) as srv:
         yield srv.url, b
+        b.release.set()  # a request still hanging must not hold up the server's shutdown
 
 
 def make_client(url: str, **kw: Any) -> ZadarmaClient:
@@ -140,16 +154,18 @@ def test_connection_refused_callback_is_retried() -> None:
     b = Behaviour()
     port = free_port()
     holder: dict[str, Any] = {}
+    # Generous: the server starts only after the client has been refused once, however long that takes.
+    retry = RetryPolicy(max_attempts=200, initial_s=0.2, max_wait_s=0.5, jitter_s=0.05, max_total_s=60)
+    client = ZadarmaClient(KEY, SECRET, f"http://127.0.0.1:{port}", retry=retry)
 
     def late_start() -> None:
-        time.sleep(0.6)
+        wait_for(lambda: client.stats.retries >= 1, what="the client to be refused")
         holder["srv"] = ServerThread(scripted_app(b), port=port).start()
 
     starter = threading.Thread(target=late_start)
     starter.start()
-    retry = RetryPolicy(max_attempts=8, initial_s=0.2, max_wait_s=0.5, jitter_s=0.05, max_total_s=20)
     try:
-        with ZadarmaClient(KEY, SECRET, f"http://127.0.0.1:{port}", retry=retry) as client:
+        with client:
             result = client.callback("100", "442037691881")
             assert client.stats.retries >= 1
         assert result.to == "442037691881"
@@ -173,7 +189,9 @@ def test_callback_timeout_after_processing_is_ambiguous_and_not_resent(server: t
         with pytest.raises(AmbiguousError) as info:
             client.callback("100", "442037691881")
         assert "may have been processed" in str(info.value)
-    time.sleep(0.5)
+    # The client is closed: once the server has answered everything it received, nothing more can arrive.
+    b.release.set()
+    wait_for(lambda: b.answered == len(b.received), what="the server to answer what it received")
     assert b.count("/v1/request/callback/") == 1
 
 

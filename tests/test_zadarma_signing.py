@@ -16,9 +16,7 @@ from dialer.zadarma.signing import (
     verify_webhook,
     webhook_signature,
 )
-
-KEY = "k0k1k2k3k4k5k6k7k8k9"
-SECRET = "s0s1s2s3s4s5s6s7s8s9"
+from tests.conftest import KEY, SECRET
 
 
 def reference_signature(method: str, params_str: str, secret: str) -> str:

@@ -11,9 +11,8 @@ from sqlalchemy.engine import Engine
 from dialer.db import open_database, session_scope
 from dialer.models import Attempt, Campaign, Contact
 from dialer.zadarma.signing import webhook_signature
+from tests.conftest import PBX_NUMBER, SECRET
 
-SECRET = "s0s1s2s3s4s5s6s7s8s9"
-PBX_NUMBER = "442037691880"
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 
 

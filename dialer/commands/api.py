@@ -192,7 +192,8 @@ def sip_list(as_json: bool = JsonOpt) -> None:
 
 
 @sip_app.command("callerid")
-def sip_callerid(sip_id: str = typer.Argument(..., metavar="ID"), number: str = typer.Argument(...),
+def sip_callerid(sip_id: str = typer.Argument(..., metavar="ID", help="SIP line id, e.g. 00001."),
+                 number: str = typer.Argument(..., help="The number to show as caller id."),
                  as_json: bool = JsonOpt) -> None:
     """Set the caller id shown for SIP ID.
 
@@ -203,7 +204,8 @@ def sip_callerid(sip_id: str = typer.Argument(..., metavar="ID"), number: str = 
 
 
 @sip_app.command("redirection")
-def sip_redirection(sip_id: str = typer.Argument(None, metavar="[ID]"), as_json: bool = JsonOpt) -> None:
+def sip_redirection(sip_id: str = typer.Argument(None, metavar="[ID]", help="SIP line id (default: every line)."),
+                    as_json: bool = JsonOpt) -> None:
     """Show call forwarding of one SIP or all.
 
     Example: dialer api sip redirection 00001
@@ -214,7 +216,7 @@ def sip_redirection(sip_id: str = typer.Argument(None, metavar="[ID]"), as_json:
 
 @sip_app.command("redirect")
 def sip_redirect(
-    sip_id: str = typer.Argument(..., metavar="ID"),
+    sip_id: str = typer.Argument(..., metavar="ID", help="SIP line id, e.g. 00001."),
     on: bool = typer.Option(False, "--on", help="Turn forwarding on."),
     off: bool = typer.Option(False, "--off", help="Turn forwarding off."),
     number: str = typer.Option(None, "--number", help="Forward to this phone number."),
@@ -232,10 +234,10 @@ def sip_redirect(
 
 
 @app.command()
-def sms(numbers: list[str] = typer.Argument(..., metavar="NUMBER..."),
+def sms(numbers: list[str] = typer.Argument(..., metavar="NUMBER...", help="Numbers to send the SMS to."),
         message: str = typer.Option(..., "--message", "-m", help="Text to send."),
         sender: str = typer.Option(None, "--sender", help="Sender name or number."),
-        language: str = typer.Option(None, "--language"),
+        language: str = typer.Option(None, "--language", help="Language of the message, passed to Zadarma."),
         as_json: bool = JsonOpt) -> None:
     """Send an SMS to one or more numbers.
 
@@ -246,13 +248,15 @@ def sms(numbers: list[str] = typer.Argument(..., metavar="NUMBER..."),
 
 
 DateOpt = "YYYY-MM-DD HH:MM:SS in the account timezone"
+SkipOpt = "Skip this many rows (to page through a long period)."
+LimitOpt = "At most this many rows."
 
 
 @app.command()
 def statistics(start: str = typer.Option(..., "--start", help=DateOpt),
                end: str = typer.Option(..., "--end", help=DateOpt),
-               sip: str = typer.Option(None, "--sip"),
-               skip: int = typer.Option(None, "--skip"), limit: int = typer.Option(None, "--limit"),
+               sip: str = typer.Option(None, "--sip", help="Only calls of this SIP line."),
+               skip: int = typer.Option(None, "--skip", help=SkipOpt), limit: int = typer.Option(None, "--limit", help=LimitOpt),
                as_json: bool = JsonOpt) -> None:
     """Calls and their cost over a period (3 requests a minute).
 
@@ -268,7 +272,7 @@ def statistics(start: str = typer.Option(..., "--start", help=DateOpt),
 def pbx_stats(start: str = typer.Option(..., "--start", help=DateOpt),
               end: str = typer.Option(..., "--end", help=DateOpt),
               call_type: str = typer.Option(None, "--call-type", help="in or out"),
-              skip: int = typer.Option(None, "--skip"), limit: int = typer.Option(None, "--limit"),
+              skip: int = typer.Option(None, "--skip", help=SkipOpt), limit: int = typer.Option(None, "--limit", help=LimitOpt),
               as_json: bool = JsonOpt) -> None:
     """PBX call legs over a period (version 2; 3 requests a minute).
 
@@ -291,7 +295,8 @@ def pbx_internal(as_json: bool = JsonOpt) -> None:
 
 
 @pbx_app.command("status")
-def pbx_status(extension: str = typer.Argument(..., metavar="EXT"), as_json: bool = JsonOpt) -> None:
+def pbx_status(extension: str = typer.Argument(..., metavar="EXT", help="Extension, e.g. 100."),
+               as_json: bool = JsonOpt) -> None:
     """Is extension EXT online?
 
     Example: dialer api pbx status 100

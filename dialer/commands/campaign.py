@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dialer.commands.common import EXIT_USAGE, fail, print_json
+from dialer.commands.common import DAILY, EXIT_USAGE, SETUP, PanelGroup, fail, print_json
 from dialer.commands.db import open_db
 from dialer.outcomes.states import ContactState
 
@@ -24,7 +24,7 @@ CONTACT_STATE_NAMES = tuple(s.value for s in ContactState)
 
 app = typer.Typer(help="Campaigns: create, load contact lists, inspect, start/pause/resume/stop, change settings.\n\n"
                   "Example: dialer campaign load campaigns/example.csv --campaign spring --from 100 --region GB",
-                  no_args_is_help=True)  # fmt: skip
+                  cls=PanelGroup, no_args_is_help=True)  # fmt: skip
 
 # Options shared by `create` and `load` (which creates the campaign in one step when given --from).
 SIP = typer.Option(None, "--sip", help="Number or extension shown as caller id.")
@@ -60,17 +60,22 @@ def _settings(**kw: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(reads_file: bool = False) -> Iterator[None]:
+    """Campaign errors as messages and exit codes; with `reads_file`, also a file that cannot be read."""
     from dialer.ingest import campaigns as svc
-    from dialer.ingest.loader import LoaderError  # pandas is imported only by commands that read files
 
+    unreadable: tuple[type[Exception], ...] = ()
+    if reads_file:  # the reader's module imports pandas: only commands that read a file pay for it
+        from dialer.ingest.reading import LoaderError
+
+        unreadable = (LoaderError,)
     try:
         yield
     except svc.SettingsError as exc:
         fail(str(exc), EXIT_USAGE)
     except svc.CampaignError as exc:
         fail(str(exc))
-    except LoaderError as exc:
+    except unreadable as exc:
         fail(str(exc))
 
 
@@ -85,7 +90,7 @@ def contact_dict(c: Contact) -> dict[str, Any]:
     return c.model_dump(mode="json")
 
 
-@app.command("create")
+@app.command("create", rich_help_panel=SETUP)
 def create(
     name: str = typer.Argument(..., help="Campaign name."),
     from_: str = typer.Option(..., "--from", help="PBX number, extension or scenario id the callbacks use."),
@@ -112,10 +117,11 @@ def create(
 
     Example: dialer campaign create spring --from 100 --agents 10 --pacing predictive --region GB
     """
+    settings = _settings(**{k: v for k, v in locals().items() if k not in _NOT_SETTINGS})
+    # Imported after reading locals(): the options are the settings.
     from dialer.db import session_scope
     from dialer.ingest import campaigns as svc
 
-    settings = _settings(**{k: v for k, v in locals().items() if k not in _NOT_SETTINGS})
     engine = open_db()
     with _errors(), session_scope(engine) as s:
         c = svc.create_campaign(s, name, from_, **settings)
@@ -127,7 +133,7 @@ def create(
                    f"Load contacts: dialer campaign load FILE --campaign {name}")  # fmt: skip
 
 
-@app.command("load")
+@app.command("load", rich_help_panel=SETUP)
 def load(
     file: Path = typer.Argument(..., help="CSV (, ; tab; UTF-8 or Windows-1251) or XLSX file."),
     campaign: str = typer.Option(..., "--campaign", "-c", help="Campaign name."),
@@ -160,14 +166,19 @@ def load(
 ) -> None:
     """Load contacts from a file into a campaign; bad rows go to a rejects CSV with their line and reason.
 
+    A load is all or nothing: if it fails or is interrupted, none of its contacts are kept. Exit code 0 when the
+    file was read (even if rows were rejected), 1 when it cannot be read or the load failed, 2 for a wrong option
+    or setting, 130 when interrupted (Ctrl-C).
+
     Example: dialer campaign load campaigns/example.csv --campaign spring --from 100 --region GB
     """
+    settings = _settings(**{k: v for k, v in locals().items() if k not in _NOT_SETTINGS})
+    # Imported after reading locals(): the options are the settings.
     from dialer.db import session_scope
     from dialer.ingest import campaigns as svc
 
-    settings = _settings(**{k: v for k, v in locals().items() if k not in _NOT_SETTINGS})
     engine = open_db()
-    with _errors():
+    with _errors(reads_file=True):
         with session_scope(engine) as s:
             existing = svc.find_campaign(s, campaign)
             if existing is None:
@@ -183,30 +194,61 @@ def load(
                 if settings or from_:
                     typer.echo(f"Campaign {campaign!r} exists; its settings are unchanged "
                                "(change them with `dialer campaign set`).", err=True)  # fmt: skip
-        from dialer.ingest.loader import LoaderError
-
         try:
             result = _run_load(engine, file, campaign, phone_column, name_column, rejects, quiet=json_out)
-        except LoaderError:
-            if created:  # nothing was loaded: do not leave an empty campaign behind
-                with session_scope(engine) as s:
-                    s.delete(svc.get_campaign(s, campaign))
+        except BaseException as exc:
+            if created:  # the load is all or nothing: do not leave its empty campaign behind either
+                _forget_campaign(engine, campaign, exc)
             raise
     if json_out:
         print_json({**result.as_dict(), "campaign_created": created})
         return
-    typer.echo(f"{'Created campaign ' + repr(campaign) + '. ' if created else ''}"
-               f"Read {result.rows_read} rows from {file} ({result.encoding}"
-               f"{', delimiter ' + repr(result.delimiter) if result.delimiter else ''}; "
-               f"phone column {result.phone_column!r}).")  # fmt: skip
-    typer.echo(f"Loaded {result.loaded}, rejected {result.rejected} "
-               f"({result.loaded} + {result.rejected} = {result.rows_read} rows read).")  # fmt: skip
+    for line in load_summary(result, created):
+        typer.echo(line)
+
+
+def load_summary(result: Any, created: bool = False) -> list[str]:
+    """The load summary an operator reads: one line per reason (count and first line), never one per row."""
+    out = [f"{'Created campaign ' + repr(result.campaign) + '. ' if created else ''}"
+           f"Read {result.rows_read:,} rows from {result.path} ({result.encoding}"
+           f"{', delimiter ' + repr(result.delimiter) if result.delimiter else ''}; "
+           f"phone column {result.phone_column!r}).",
+           f"Loaded {result.loaded:,}, rejected {result.rejected:,} "
+           f"({result.loaded:,} + {result.rejected:,} = {result.rows_read:,} rows read)."]  # fmt: skip
     for reason, n in result.reasons.most_common():
-        typer.echo(f"  {n:>8}  {reason}")
+        out.append(f"  {n:>9,}  {reason}, first at line {result.first_lines[reason]}")
     if result.rejects_path:
-        typer.echo(f"Rejected rows with their line numbers and reasons: {result.rejects_path}")
+        out.append(f"All rejected rows, each with its line number and reason, are in {result.rejects_path}")
+    if result.extensions:
+        out.append(f"{result.extensions:,} number{'s' if result.extensions != 1 else ''} had an extension, "
+                   "kept in the 'extension' field.")  # fmt: skip
     if result.blank_lines:
-        typer.echo(f"Skipped {result.blank_lines} blank lines.")
+        out.append(f"Skipped {result.blank_lines:,} blank line{'s' if result.blank_lines != 1 else ''}.")
+    return out
+
+
+def _forget_campaign(engine: Any, name: str, failure: BaseException) -> None:
+    """Delete a campaign this load created, if the database lets us (it may be the reason the load failed)."""
+    import gc
+    import traceback
+
+    from dialer.db import session_scope
+    from dialer.ingest import campaigns as svc
+
+    # After Ctrl-C the interrupted insert's cursor lives on in the traceback's frames, and with it the write lock
+    # of its (closed) SQLite connection: drop the frames' variables so the lock goes before we write again.
+    e: BaseException | None = failure
+    for _ in range(10):  # the chain of causes is short; a bound keeps a cyclic one from looping
+        if e is None:
+            break
+        traceback.clear_frames(e.__traceback__)
+        e = e.__cause__ or e.__context__
+    gc.collect()
+    try:
+        with session_scope(engine) as s:
+            s.delete(svc.get_campaign(s, name))
+    except Exception:  # the original error is the one to report
+        pass
 
 
 def _run_load(
@@ -252,7 +294,7 @@ def _run_load(
         )
 
 
-@app.command("list")
+@app.command("list", rich_help_panel=DAILY)
 def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List campaigns with their state and contact counts.
 
@@ -282,12 +324,14 @@ def list_(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     Console().print(table)
 
 
-@app.command("show")
+@app.command("show", rich_help_panel=DAILY)
 def show(
     name: str = typer.Argument(..., help="Campaign name."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show a campaign's settings and its contact counts by state.
+    """Show a campaign's settings as you would type them (window 09:00-20:00, weekdays mon-fri, retry 30m) and its
+    contact counts by state. --json gives the stored values (seconds, 0-6 weekdays, fractions) and, under "typed",
+    the same settings as typed.
 
     Example: dialer campaign show spring --json
     """
@@ -296,20 +340,23 @@ def show(
 
     from dialer.db import session_scope
     from dialer.ingest import campaigns as svc
+    from dialer.ingest.typed_settings import typed_settings
 
     engine = open_db()
     with _errors(), session_scope(engine, write=False) as s:
         c = svc.get_campaign(s, name)
         d = campaign_dict(c, svc.contact_counts(s, c.id or 0))
+        typed = typed_settings(c)
     if json_out:
-        print_json(d)
+        print_json({**d, "typed": typed})
         return
     contacts = d.pop("contacts")
     table = Table("setting", "value", title=f"Campaign {name}")
-    for key in ("state", "pause_reason", "from_number", "sip", "agents", "agent_extensions", "pacing",
-                "abandon_target", "abandon_window", "max_attempts", "retry_busy_s", "retry_no_answer_s",
-                "retry_failed_s", "retry_abandoned_s", "window_start", "window_end", "weekdays", "holidays",
-                "default_region", "timezone", "abandon_action", "created_at", "updated_at"):  # fmt: skip
+    for key in ("state", "pause_reason"):
+        table.add_row(key, "" if d.get(key) is None else str(d[key]))
+    for key, value in typed.items():  # the names `dialer campaign set` takes, values as it reads them
+        table.add_row(key, value)
+    for key in ("created_at", "updated_at"):
         table.add_row(key, "" if d.get(key) is None else str(d[key]))
     counts = Table("state", "contacts", title="Contacts")
     for state in CONTACT_STATE_NAMES:
@@ -320,7 +367,7 @@ def show(
     console.print(counts)
 
 
-@app.command("contacts")
+@app.command("contacts", rich_help_panel=DAILY)
 def contacts(
     name: str = typer.Argument(..., help="Campaign name."),
     state: str | None = typer.Option(None, "--state", help=f"Only this state ({', '.join(CONTACT_STATE_NAMES)})."),
@@ -371,7 +418,7 @@ def _lifecycle(name: str, action: str, reason: str | None = None) -> None:
     typer.echo(f"Campaign {name!r} is now {state}.")
 
 
-@app.command("start")
+@app.command("start", rich_help_panel=DAILY)
 def start(name: str = typer.Argument(..., help="Campaign name.")) -> None:
     """Start dialing a campaign (the daemon `dialer run` places the calls).
 
@@ -380,7 +427,7 @@ def start(name: str = typer.Argument(..., help="Campaign name.")) -> None:
     _lifecycle(name, "start")
 
 
-@app.command("pause")
+@app.command("pause", rich_help_panel=DAILY)
 def pause(
     name: str = typer.Argument(..., help="Campaign name."),
     reason: str = typer.Option("paused by operator", "--reason", help="Why (shown in status)."),
@@ -392,7 +439,7 @@ def pause(
     _lifecycle(name, "pause", reason)
 
 
-@app.command("resume")
+@app.command("resume", rich_help_panel=DAILY)
 def resume(name: str = typer.Argument(..., help="Campaign name.")) -> None:
     """Resume a paused campaign.
 
@@ -401,7 +448,7 @@ def resume(name: str = typer.Argument(..., help="Campaign name.")) -> None:
     _lifecycle(name, "resume")
 
 
-@app.command("stop")
+@app.command("stop", rich_help_panel=DAILY)
 def stop(name: str = typer.Argument(..., help="Campaign name.")) -> None:
     """Stop a campaign (start it again later with `dialer campaign start`).
 
@@ -410,7 +457,7 @@ def stop(name: str = typer.Argument(..., help="Campaign name.")) -> None:
     _lifecycle(name, "stop")
 
 
-@app.command("set")
+@app.command("set", rich_help_panel=SETUP)
 def set_(
     name: str = typer.Argument(..., help="Campaign name."),
     pairs: list[str] = typer.Argument(
@@ -422,8 +469,13 @@ def set_(
     max_attempts, retry_busy, retry_no_answer, retry_failed, retry_abandoned, window, window_start, window_end,
     weekdays, holidays, region, timezone, abandon_action).
 
+    A change to the window, weekdays, holidays, timezone, retry delays or max_attempts re-plans the contacts
+    waiting to be dialled at once: each gets the earliest next attempt the new rules allow (never before the
+    retry_abandoned delay after an abandoned call); contacts in a call are left alone.
+
     Example: dialer campaign set spring pacing=predictive window=10:00-19:00 retry_abandoned=72h
     """
+    from dialer.commands.campaign_edit import operator_zone, replan_summary
     from dialer.db import session_scope
     from dialer.ingest import campaigns as svc
 
@@ -435,9 +487,11 @@ def set_(
         updates[key.strip()] = value.strip()
     engine = open_db()
     with _errors(), session_scope(engine) as s:
-        c = svc.update_campaign(s, name, updates)
+        c, replanned = svc.change_settings(s, name, updates)
         d = campaign_dict(c)
     if json_out:
-        print_json(d)
-    else:
-        typer.echo(f"Updated {name!r}: " + ", ".join(f"{k}={v}" for k, v in updates.items()))
+        print_json({**d, "replanned": replanned.as_dict() if replanned else None})
+        return
+    typer.echo(f"Updated {name!r}: " + ", ".join(f"{k}={v}" for k, v in updates.items()))
+    if replanned is not None:
+        typer.echo(replan_summary(replanned, operator_zone(d["timezone"])))

@@ -1,4 +1,4 @@
-"""Helpers shared by command modules: output, errors, exit codes.
+"""Helpers shared by command modules: output, errors, exit codes, and the help panels commands are listed in.
 
 Imported by every command module, so by every `dialer` invocation: it imports nothing heavier than Typer
 (pydantic and the settings load only when a command prints a model or reads its configuration).
@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 # Exit codes scripts can rely on.
 EXIT_OK = 0
@@ -21,6 +22,30 @@ EXIT_USAGE = 2
 EXIT_CONFIG = 3
 EXIT_API = 4
 EXIT_AMBIGUOUS = 5
+# 6 is `dialer db`'s schema mismatch (commands/db.py). 7: another daemon already runs on this database.
+EXIT_DAEMON_RUNNING = 7
+
+# The panels `dialer --help` (and `dialer campaign --help`) sort commands into, in the order they are listed.
+DAILY = "Daily use"
+SETUP = "Campaign setup"
+OPERATIONS = "Operations"
+DEVELOPER = "Developer tools"
+PANELS = (DAILY, SETUP, OPERATIONS, DEVELOPER)
+
+
+class PanelGroup(TyperGroup):
+    """A command group listing its commands panel by panel, in PANELS order (registration order within a panel).
+
+    Typer orders panels by their first command; this keeps `--help` and docs/cli.md (which walks
+    ``list_commands``) in the same, deliberate order. Commands without a panel come last.
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        def rank(name: str) -> int:
+            panel = getattr(self.commands[name], "rich_help_panel", None)
+            return PANELS.index(panel) if panel in PANELS else len(PANELS)
+
+        return sorted(super().list_commands(ctx), key=rank)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -90,7 +90,7 @@ def import_(
     from dialer.db import session_scope
     from dialer.ingest import campaigns as svc
     from dialer.ingest import phones
-    from dialer.ingest.loader import LoaderError, find_phone_column, read_table
+    from dialer.ingest.reading import LoaderError, find_phone_column, read_table
 
     engine = open_db()
     try:
@@ -143,7 +143,7 @@ def list_(
     try:
         with session_scope(engine, write=False) as s:
             camp = svc.get_campaign(s, campaign) if campaign else None
-            names = {c.id: c.name for c in svc.list_campaigns(s)}
+            names = {c.id: c.name for c in svc.list_campaigns(s, include_deleted=True)}
             rows: list[dict[str, Any]] = [{"phone": e.phone, "campaign": names.get(e.campaign_id) if e.campaign_id else None,
                      "reason": e.reason, "created_at": e.created_at.isoformat()}
                     for e in svc.list_dnc(s, camp)]  # fmt: skip

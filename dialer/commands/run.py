@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from dialer.commands.common import EXIT_CONFIG, EXIT_ERROR, fail, print_json
+from dialer.commands.common import EXIT_CONFIG, EXIT_DAEMON_RUNNING, EXIT_ERROR, fail, print_json
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -31,8 +31,9 @@ def run(
     no_verify: bool = typer.Option(False, "--no-verify-webhooks", help="Accept unsigned webhooks (unsafe)."),
     wrapup: float = typer.Option(0.0, "--wrapup", help="Seconds an agent needs after a call before the next."),
     uncertain_grace: float = typer.Option(900.0, "--uncertain-grace",
-                                          help="Seconds after which an uncertain callback not in the statistics "
-                                          "counts as never placed."),
+                                          help="Least seconds before an uncertain callback not in the statistics "
+                                          "counts as never placed; the statistics must also cover its time (rows "
+                                          "for later calls, plus the lag and longest call seen)."),
     pbx_leg_grace: float = typer.Option(300.0, "--pbx-leg-grace", help="Seconds to wait for a PBX leg row."),
     silence: float = typer.Option(120.0, "--silence", help="Webhook silence (s) after which pacing falls back "
                                   "to statistics."),
@@ -46,10 +47,13 @@ def run(
 
     Stops cleanly on Ctrl-C or SIGTERM (within 10 s, nothing lost).
 
+    One daemon per database: while one runs, another `dialer run` on it exits at once with code 7, naming its pid and host.
+
     Example: dialer -v run --webhook-port 8080
     """
     from dialer.db import DatabaseVersionError
     from dialer.dialing.daemon import DaemonConfig, run_daemon
+    from dialer.dialing.daemon_lock import DaemonAlreadyRunning
     from dialer.settings import ConfigError, load_settings
 
     try:
@@ -78,6 +82,8 @@ def run(
         fail(str(exc), EXIT_CONFIG)
     except DatabaseVersionError as exc:
         fail(str(exc), EXIT_ERROR)
+    except DaemonAlreadyRunning as exc:
+        fail(str(exc), EXIT_DAEMON_RUNNING)
     raise typer.Exit(code)
 
 
@@ -85,7 +91,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print the status as JSON."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every 2 seconds until Ctrl-C."),
 ) -> None:
-    """What the daemon is doing now: campaigns, calls ringing, agents busy, budget, last errors.
+    """What the daemon is doing now: campaigns, why each is or is not dialling, calls, agents, budget, errors.
 
     Reads the database, so it works from any shell while `dialer run` is running.
 
@@ -100,20 +106,23 @@ def status(
 
     console = Console()
     try:
-        db = open_database(load_settings().database_url)
+        settings = load_settings()
+        db = open_database(settings.database_url)
     except (ConfigError, DatabaseVersionError) as exc:
         fail(str(exc), EXIT_CONFIG)
+    # Times in words in the operator's zone when DIALER_TIMEZONE is set, else in each campaign's.
+    tz = settings.timezone or None
     if as_json:
-        print_json(daemon_status(db))
+        print_json(daemon_status(db, tz))
         return
     if not watch:
-        console.print(_status_table(daemon_status(db)))
+        console.print(_status_table(daemon_status(db, tz)))
         return
-    with Live(_status_table(daemon_status(db)), console=console, refresh_per_second=1) as live:
+    with Live(_status_table(daemon_status(db, tz)), console=console, refresh_per_second=1) as live:
         try:
             while True:
                 time.sleep(2)
-                live.update(_status_table(daemon_status(db)))
+                live.update(_status_table(daemon_status(db, tz)))
         except KeyboardInterrupt:
             pass
 
@@ -126,27 +135,34 @@ def _status_table(st: dict[str, object]) -> Table:
     title = f"daemon: {daemon.get('state', 'not running')}"
     if daemon.get("age_s") is not None:
         title += f" (last heartbeat {daemon['age_s']:.0f}s ago, pid {daemon.get('pid')})"
-    table = Table(title=title)
-    for col_name in ("campaign", "state", "due", "ringing", "waiting", "talking", "calls", "answered",
-                     "abandoned", "abandon %"):
+    table = Table(title=title, caption_justify="left")
+    for col_name in ("campaign", "state", "due now", "due later", "ringing", "waiting", "talking", "calls",
+                     "answered", "abandoned", "abandon %"):
         table.add_column(col_name, justify="right" if col_name not in ("campaign", "state") else "left")
     campaigns = st.get("campaigns") or []
     assert isinstance(campaigns, list)
+    # Under the table, one line per campaign: why it is or is not dialling, and when the waiting ones fall due.
+    lines: list[str] = []
     for c in campaigns:
         answered = c.get("answered", 0)
         rate = f"{100 * c.get('abandoned', 0) / answered:.1f}" if answered else "-"
-        table.add_row(c["name"], c["state"], f"{c.get('due', 0):,}", str(c.get("ringing", 0)),
-                      str(c.get("waiting", "-")), str(c.get("talking", "-")), f"{c.get('calls_placed', 0):,}",
-                      f"{answered:,}", f"{c.get('abandoned', 0):,}", rate)
+        table.add_row(c["name"], c["state"], f"{c.get('due_now', 0):,}", f"{c.get('due_later', 0):,}",
+                      str(c.get("ringing", 0)), str(c.get("waiting", "-")), str(c.get("talking", "-")),
+                      f"{c.get('calls_placed', 0):,}", f"{answered:,}", f"{c.get('abandoned', 0):,}", rate)
+        why = c.get("why") or {}
+        line = f"{c['name']}: {why.get('text', '')}"
+        if c.get("due_later_text"):
+            line += f"; due later: {c['due_later_text']}"
+        lines.append(line)
     budget = daemon.get("budget") or {}
     if isinstance(budget, dict) and budget:
-        caption = "budget: " + ", ".join(
+        lines.append("budget: " + ", ".join(
             f"{g} {int(b['remaining'])}/{int(b['limit'])} (reset {b['reset_in_s']:.0f}s)" for g, b in budget.items()
-        )
+        ))  # fmt: skip
         errors = st.get("errors") or []
         if isinstance(errors, list) and errors:
-            caption += "\nlast errors:\n" + "\n".join(str(e) for e in errors[-5:])
-        table.caption = caption
+            lines.append("last errors:\n" + "\n".join(str(e) for e in errors[-5:]))
+    table.caption = "\n".join(lines) or None
     return table
 
 

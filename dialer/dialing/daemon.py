@@ -25,19 +25,19 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import col, func, select
 
 from dialer.db import open_database, session_scope
+from dialer.dialing.daemon_lock import DaemonLock, acquire_daemon_lock
 from dialer.dialing.engine import Engine, EngineConfig
 from dialer.dialing.status import STATUS_KEY, DaemonState
-from dialer.kv import put_value
+from dialer.kv import get_value, put_value
 from dialer.logs import log_event
 from dialer.models import Attempt, Campaign, EventLog, utcnow
 from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
+from dialer.outcomes.refusals import LOW_BALANCE, NO_MONEY_KEY, balance_decision, pause_for_refusal
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES, CampaignState
 from dialer.settings import Settings
-from dialer.zadarma import GENERAL, STATISTICS, Timeouts, ZadarmaClient, ZadarmaError
+from dialer.zadarma import GENERAL, STATISTICS, AuthError, Refusal, Timeouts, ZadarmaClient, ZadarmaError
 
 log = logging.getLogger("dialer.daemon")
-
-LOW_BALANCE = "low balance"
 
 
 @dataclass
@@ -87,6 +87,7 @@ class Daemon:
                 overlap_s=config.overlap_s,
                 uncertain_grace_s=config.uncertain_grace_s,
                 pbx_leg_grace_s=config.pbx_leg_grace_s,
+                time_scale=config.time_scale,
             ),
         )
         self.scheduler = BackgroundScheduler(
@@ -98,10 +99,20 @@ class Daemon:
         self._ran_campaign = False
         self._silent_logged = False
         self._errors: list[str] = []
+        # Held from run() to the end of shutdown(): one daemon per database (dialing/daemon_lock.py).
+        self.lock: DaemonLock | None = None
+        self._exit_code = 0
 
     # -- start and stop -----------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Raises DaemonAlreadyRunning, having touched nothing, while another daemon runs on this database."""
+        # First of all: recover() below would take that daemon's in-flight calls for leftovers of a crash.
+        try:
+            self.lock = acquire_daemon_lock(self.db)
+        except BaseException:
+            self.client.close()
+            raise
         self._install_signals()
         recovered = self.engine.recover()
         # One request before pacing starts teaches the budget the account's real limits and window.
@@ -130,7 +141,7 @@ class Daemon:
                     break
         finally:
             self.shutdown()
-        return 0
+        return self._exit_code
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -146,6 +157,9 @@ class Daemon:
         signal.signal(signal.SIGINT, handler)
 
     def shutdown(self) -> None:
+        if self.lock is None:  # never started: the database may be another daemon's, leave it alone
+            self.client.close()
+            return
         started = time.monotonic()
         self.engine.stop()
         self.stop_event.set()
@@ -159,8 +173,10 @@ class Daemon:
         self.engine.store_agent_seconds()
         if self.webhook_server is not None:
             self.webhook_server.stop(timeout=2.0)
-        self.heartbeat(state=DaemonState.STOPPED)
+        if self._exit_code == 0:  # with the lock lost, the status row may be another daemon's now
+            self.heartbeat(state=DaemonState.STOPPED)
         self.client.close()
+        self.lock.release()
         log_event(log, logging.INFO, "daemon stopped", seconds=round(time.monotonic() - started, 2))
 
     def _wait_jobs(self) -> None:
@@ -212,19 +228,32 @@ class Daemon:
             return
         try:
             balance = float(self.client.balance().balance)
+        except AuthError as exc:
+            # The key every callback would use is refused: pause before a single contact is tried.
+            with session_scope(self.db) as s:
+                paused = pause_for_refusal(s, 0, Refusal.AUTH, exc.message, utcnow())
+            if paused:
+                log_event(log, logging.ERROR, "campaigns paused: Zadarma refused the API key", campaigns=paused)
+            self._note_error(f"balance check failed: {exc}")
+            return
         except ZadarmaError as exc:
             self._note_error(f"balance check failed: {exc}")
             return
         floor = self.config.balance_floor
         with session_scope(self.db) as s:
-            if floor and balance < floor:
+            # After Zadarma refused a callback for money, "recovered" means above the balance it refused at.
+            mark = get_value(s, NO_MONEY_KEY)
+            decision = balance_decision(balance, floor, mark)
+            if decision.mark != mark:
+                put_value(s, NO_MONEY_KEY, decision.mark)
+            if decision.action == "pause":
                 for c in s.exec(select(Campaign).where(col(Campaign.state) == CampaignState.RUNNING)).all():
                     c.state, c.pause_reason, c.updated_at = CampaignState.PAUSED, f"{LOW_BALANCE}: {balance:.2f} < {floor:.2f}", utcnow()
                     s.add(c)
                     s.add(EventLog(campaign_id=c.id, level="warning", kind="low_balance", message=c.pause_reason))
                     log_event(log, logging.WARNING, "campaign paused: balance below floor", campaign=c.name,
                               balance=balance, floor=floor)
-            else:
+            elif decision.action == "resume":
                 for c in s.exec(select(Campaign).where(col(Campaign.state) == CampaignState.PAUSED)).all():
                     if (c.pause_reason or "").startswith(LOW_BALANCE):
                         c.state, c.pause_reason, c.updated_at = CampaignState.RUNNING, None, utcnow()
@@ -234,6 +263,9 @@ class Daemon:
             put_value(s, "daemon:balance", {"balance": balance, "at": utcnow().isoformat()})
 
     def heartbeat(self, state: DaemonState = DaemonState.RUNNING) -> None:
+        if state == DaemonState.RUNNING and self.lock is not None and not self.lock.held():
+            self._lock_lost()
+            return
         self.engine.store_agent_seconds()
         live_now = self.live is not None and not self._live_silent()
         status: dict[str, Any] = {
@@ -265,8 +297,8 @@ class Daemon:
         from dialer.metrics import Metrics
         from dialer.outcomes.webhook_app import create_webhook_app
 
-        self.metrics = Metrics(budget=self.client.budget)
-        self.live = LiveState(wrapup_s=self.config.wrapup_s, metrics=self.metrics)
+        self.metrics = Metrics(budget=self.client.budget, db=self.db)
+        self.live = LiveState(wrapup_s=self.config.wrapup_s)
         self.live.subscribe(self.tick_now)
         app = create_webhook_app(
             self.db,
@@ -275,6 +307,7 @@ class Daemon:
             path=self.config.webhook_path,
             verify=self.config.webhook_verify,
             metrics=self.metrics,
+            time_scale=self.config.time_scale,
         )
         self.webhook_server = ServerThread(app, self.config.webhook_host, self.config.webhook_port).start()
         self.engine.live = self.live
@@ -290,7 +323,10 @@ class Daemon:
         if self.live is None:
             return None
         if self._live_silent():
-            if not self._silent_logged:
+            # Before the first event the live state counts as silent; only a silence period after the daemon
+            # started is news (until then pacing quietly uses statistics, as it would anyway).
+            up_s = time.time() - self.started_at.timestamp()
+            if not self._silent_logged and up_s >= self.config.live_silence_s:
                 log_event(log, logging.WARNING, "no webhook events lately: pacing from statistics only",
                           silence_s=self.config.live_silence_s)
                 self._silent_logged = True
@@ -317,6 +353,16 @@ class Daemon:
         elif event.exception is not None:
             self._note_error(f"{event.job_id}: {type(event.exception).__name__}: {event.exception}")
             log.error("job %s failed", event.job_id, exc_info=event.exception)
+
+    def _lock_lost(self) -> None:
+        """Another daemon may be running on this database now (our lock file was replaced, or the PostgreSQL
+        session holding the lock died and another daemon took it): stop placing at once and exit non-zero."""
+        if self._exit_code:
+            return
+        self._exit_code = 1
+        log_event(log, logging.ERROR, "lost the one-daemon-per-database lock; stopping")
+        self.engine.stop()
+        self.stop_event.set()
 
     def _note_error(self, message: str) -> None:
         self._errors.append(f"{utcnow().isoformat(timespec='seconds')} {message}")

@@ -2,7 +2,9 @@
 
 Write-ahead: each attempt row is committed as ``placing`` before its callback request leaves. A callback
 is re-sent only by the client and only when the request provably never reached Zadarma; anything
-ambiguous makes the attempt ``uncertain`` until reconciliation finds out whether the call happened.
+ambiguous makes the attempt ``uncertain`` until reconciliation finds out whether the call happened. A refused
+callback counts against its contact only when the refusal is about its number; any other refusal (key, balance,
+account) gives the attempt back and pauses the campaigns it reaches (``dialer.outcomes.refusals``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from dialer.db import session_scope
+from dialer.dialing.why_store import Explainer
 from dialer.ingest.campaigns import next_due_contacts
 from dialer.ingest.phones import callable_now, next_window_start
 from dialer.kv import add_to_value
 from dialer.logs import log_event
 from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.outcomes.refusals import pause_for_refusal
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES, OPEN_CONTACT_STATES, AttemptState, CampaignState
 from dialer.outcomes.transitions import (
     attempt_not_placed,
@@ -38,7 +42,7 @@ from dialer.outcomes.transitions import (
     placing_attempts,
 )
 from dialer.pacing import make_policy
-from dialer.pacing.base import Policy
+from dialer.pacing.base import Policy, why_held
 from dialer.pacing.observation import FinishedCall, Observation
 from dialer.reporting.figures import ABANDON_WINDOWS, agent_seconds_key, call_counts, window_start
 from dialer.zadarma import (
@@ -46,9 +50,10 @@ from dialer.zadarma import (
     AmbiguousError,
     BudgetExhausted,
     NotSentError,
+    Refusal,
     RejectedError,
     ZadarmaClient,
-    is_permanent_number_error,
+    classify_refusal,
 )
 
 log = logging.getLogger("dialer.engine")
@@ -103,6 +108,8 @@ class _CampaignRuntime:
     last_tick: float = 0.0
     agent_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Why the campaign is (not) dialling, kept between ticks: stored and logged when it changes.
+    why: Explainer = field(default_factory=Explainer)
 
 
 @dataclass
@@ -112,7 +119,9 @@ class _Sent:
     sent_at: datetime | None = None
     placed_at: datetime | None = None
     error: str | None = None
-    permanent: bool = False
+    # Set when Zadarma refused the callback: whom the refusal is about, and what it said.
+    refusal: Refusal | None = None
+    said: str = ""
 
 
 ObserveHook = Callable[[Campaign, float], Observation | None]
@@ -244,6 +253,7 @@ class Engine:
                 attempts = self.claim(campaign, n, result)
                 result.claimed = len(attempts)
                 self._place_all(campaign, attempts, result)
+            self._explain(campaign, rt, obs, n, result, now)
             if not result.claimed and not self._has_work(campaign_id):
                 self._finish(campaign_id)
         finally:
@@ -252,6 +262,18 @@ class Engine:
             log_event(log, logging.INFO, "tick", campaign=campaign.name, decided=result.decided,
                       placed=result.placed, uncertain=result.uncertain, failed=result.failed)
         return result
+
+    def _explain(self, campaign: Campaign, rt: _CampaignRuntime, obs: Observation, n: int, result: TickResult,
+                 now: float) -> None:
+        """Why this tick placed what it placed (dialer.dialing.why); never lets a fault there stop the dialling."""
+        try:
+            rt.why.update(
+                self.db, campaign, now, obs, decided=n, claimed=result.claimed, skipped_window=result.skipped_window,
+                policy_reason=why_held(rt.policy, obs) if n == 0 else "",
+                budget_reset_in=self.client.budget.reset_in(GENERAL) if obs.budget <= 0 else None,
+            )
+        except Exception:
+            log.exception("could not work out why campaign %s is (not) dialling", campaign.name)
 
     # -- observe -------------------------------------------------------------------------------------
 
@@ -294,7 +316,7 @@ class Engine:
             agents_logged_in=agents,
             idle=agents,
             ringing_since=ringing,
-            finished=tuple(_finished(a) for a in finished_rows),
+            finished=tuple(_finished(a, self.config.time_scale) for a in finished_rows),
             live=False,
             **common,
         )
@@ -318,10 +340,18 @@ class Engine:
     # -- claim ---------------------------------------------------------------------------------------
 
     def claim(self, campaign: Campaign, n: int, result: TickResult | None = None) -> list[Attempt]:
-        """Atomically pick up to ``n`` due, callable contacts and commit an attempt in ``placing`` for each."""
+        """Atomically pick up to ``n`` due, callable contacts and commit an attempt in ``placing`` for each.
+
+        One person, one live call: the due query skips numbers already in a live call in any campaign, and the
+        unique index on live attempts' numbers refuses a claim that raced past it (another campaign's tick, or
+        another daemon on PostgreSQL, claimed the same number since the query read). Each claim is written in
+        its own SAVEPOINT, so a lost race costs that one contact (it stays due), never the rest of the batch.
+        """
         assert campaign.id is not None
-        now = utcnow()
+        # The engine's clock, not the wall's: which contacts are due and inside their window (tests freeze it).
+        now = datetime.fromtimestamp(self.clock(), UTC)
         claimed: list[Attempt] = []
+        lost = 0
         try:
             with session_scope(self.db) as s:
                 candidates = next_due_contacts(
@@ -335,15 +365,19 @@ class Engine:
                         if result is not None:
                             result.skipped_window += 1
                         continue
-                    attempt = claim_contact(contact, campaign.id, now)
-                    s.add(contact)
-                    s.add(attempt)
-                    claimed.append(attempt)
-                s.flush()
+                    attempt = _claim_one(s, contact, campaign.id, now)
+                    if attempt is None:
+                        lost += 1
+                    else:
+                        claimed.append(attempt)
         except IntegrityError:
-            # Another daemon claimed one of these contacts at the same moment: the index said no. Next tick.
-            log_event(log, logging.WARNING, "claim lost a race; retrying next tick", campaign=campaign.name)
+            # Every claim was checked in its savepoint, so this is not a number race; nothing was committed.
+            log_event(log, logging.WARNING, "claim refused by the database; retrying next tick",
+                      campaign=campaign.name)
             return []
+        if lost:
+            log_event(log, logging.INFO, "numbers claimed elsewhere at the same moment; skipped",
+                      campaign=campaign.name, skipped=lost)
         return claimed
 
     def _in_window(self, campaign: Campaign, contact: Contact, now: datetime, s: Session) -> bool:
@@ -393,8 +427,14 @@ class Engine:
         except AmbiguousError as exc:
             return _Sent(attempt, AttemptState.UNCERTAIN, sent_at=sent_at, error=str(exc))
         except RejectedError as exc:
-            return _Sent(attempt, AttemptState.FAILED, sent_at=sent_at, error=str(exc),
-                         permanent=is_permanent_number_error(exc))
+            # Only a refusal about this number is the contact's failure; any other would refuse every
+            # contact, so the attempt is given back (and the campaign paused) instead of spent.
+            refusal = classify_refusal(exc)
+            if refusal == Refusal.NUMBER:
+                return _Sent(attempt, AttemptState.FAILED, sent_at=sent_at, error=str(exc), refusal=refusal,
+                             said=exc.message)
+            return _Sent(attempt, AttemptState.NOT_PLACED, sent_at=sent_at, refusal=refusal, said=exc.message,
+                         error=f"refused for a reason not about the number ({refusal}): {exc}")
         except (NotSentError, BudgetExhausted) as exc:
             return _Sent(attempt, AttemptState.NOT_PLACED, error=f"not sent: {exc}")
         except Exception as exc:  # a bug must not leave the attempt unexplained
@@ -406,6 +446,8 @@ class Engine:
 
     def _record(self, campaign: Campaign, sent: list[_Sent], result: TickResult) -> None:
         now = utcnow()
+        refused: dict[Refusal, str] = {}
+        paused: list[str] = []
         with session_scope(self.db) as s:
             for item in sent:
                 attempt = s.get(Attempt, item.attempt.id)
@@ -426,10 +468,23 @@ class Engine:
                     attempt_uncertain(attempt, item.error or "", now)
                     s.add(attempt)
                 elif item.state == AttemptState.FAILED:
-                    fail_attempt(s, attempt, item.error or "rejected", permanent=item.permanent, now=now)
+                    fail_attempt(s, attempt, item.error or "rejected", now=now)
                 else:
-                    attempt_not_placed(s, attempt, item.error or "not sent", now=now)
+                    # "Try again later" waits the failed-call delay; an account refusal stays due (paused below).
+                    later = item.refusal == Refusal.TRANSIENT
+                    due_at = now + timedelta(seconds=campaign.retry_failed_s) if later else None
+                    attempt_not_placed(s, attempt, item.error or "not sent", now=now, due_at=due_at)
+                    if item.refusal is not None:
+                        refused.setdefault(item.refusal, item.said)
                 setattr(result, item.state, getattr(result, item.state) + 1)
+            # The widest cause names the pause; a narrower one finds the campaign paused already.
+            causes = [r for r in (Refusal.AUTH, Refusal.MONEY, Refusal.ACCOUNT) if r in refused]
+            for refusal in causes:
+                paused += pause_for_refusal(s, campaign.id or 0, refusal, refused[refusal], now)
+        if paused:
+            log_event(log, logging.ERROR, "campaigns paused: Zadarma refused a callback for a reason not about "
+                      "the number; no contact's attempt was spent", campaigns=paused, refusal=causes[0],
+                      said=refused[causes[0]])
         for item in sent:
             if item.state == AttemptState.UNCERTAIN:
                 log_event(log, logging.WARNING, "callback outcome unknown; reconciliation will decide",
@@ -483,6 +538,21 @@ class Engine:
                 add_to_value(s, agent_seconds_key(cid), delta)
 
 
+def _claim_one(s: Session, contact: Contact, campaign_id: int, now: datetime) -> Attempt | None:
+    """Claim one contact inside a SAVEPOINT; None if the live-call index refused it (its number is in a call).
+
+    ``begin_nested`` flushes earlier work first, so a rollback here undoes only this contact's claim (the ORM
+    expires the contact, which reloads as it was) and the batch's other claims stand."""
+    try:
+        with s.begin_nested():
+            attempt = claim_contact(contact, campaign_id, now)
+            s.add(contact)
+            s.add(attempt)
+    except IntegrityError:
+        return None
+    return attempt
+
+
 def _agents(campaign: Campaign) -> int:
     return len(campaign.agent_extensions) or max(1, campaign.agents)
 
@@ -494,17 +564,20 @@ def _zone(name: str) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def _finished(a: Attempt) -> FinishedCall:
+def _finished(a: Attempt, time_scale: float = 1.0) -> FinishedCall:
+    """A stored call as pacing sees it: on the wall clock, so a sped-up world's stored (world) seconds are
+    scaled down."""
     start = (a.placed_at or a.sent_at or a.created_at).timestamp()
     end = (a.finished_at or a.updated_at).timestamp()
+    talk = float(a.talk_seconds or 0.0) / time_scale
     return FinishedCall(
         placed_at=start,
         ended_at=max(end, start),
         answered=bool(a.answered),
         connected=bool(a.connected),
         abandoned=bool(a.abandoned),
-        ring_s=float(a.ring_seconds) if a.ring_seconds is not None else max(0.0, end - start - (a.talk_seconds or 0)),
-        talk_s=float(a.talk_seconds or 0.0),
+        ring_s=float(a.ring_seconds) / time_scale if a.ring_seconds is not None else max(0.0, end - start - talk),
+        talk_s=talk,
         disposition=a.disposition or "",
     )
 

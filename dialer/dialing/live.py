@@ -39,7 +39,6 @@ from dialer.dialing.live_types import (
     EndResult,
     LiveCall,
     LiveView,
-    PlacementCounter,
 )
 from dialer.pacing.observation import FinishedCall, Observation
 
@@ -61,7 +60,6 @@ class LiveState:
         *,
         wrapup_s: float | Mapping[int, float] = 0.0,
         ring_timeout_s: float = 120.0,
-        metrics: PlacementCounter | None = None,
     ) -> None:
         self._lock = threading.RLock()
         self._default_wrapup = float(wrapup_s) if isinstance(wrapup_s, int | float) else 0.0
@@ -69,7 +67,6 @@ class LiveState:
             {} if isinstance(wrapup_s, int | float) else {int(k): float(v) for k, v in wrapup_s.items()}
         )
         self.ring_timeout_s = ring_timeout_s
-        self.metrics = metrics
         self._campaigns: dict[int, CampaignRecord] = {}
         self._agents: dict[str, AgentRecord] = {}
         self._calls: dict[int, LiveCall] = {}
@@ -145,8 +142,6 @@ class LiveState:
             self._campaign(campaign_id)
             if attempt_id not in self._calls:
                 self._calls[attempt_id] = LiveCall(attempt_id, campaign_id, phone, placed_at)
-                if self.metrics is not None:
-                    self.metrics.call_placed(campaign_id)
             if self._placed_since_event is None:
                 self._placed_since_event = placed_at
 

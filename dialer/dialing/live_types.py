@@ -4,8 +4,7 @@
 ``AgentRecord`` and ``CampaignRecord`` are the mutable records inside ``dialer.dialing.live.LiveState``: they are
 changed only by it, under its lock (a ``LiveCall`` handed out by ``LiveState.call`` is for reading).
 
-The protocols name what the live state needs from its neighbours without importing them: ``CampaignLike`` is what it
-reads of a campaign, ``PlacementCounter`` what it tells about placements (``dialer.metrics.Metrics`` fits).
+``CampaignLike`` names what the live state reads of a campaign without importing the models.
 """
 
 from __future__ import annotations
@@ -22,12 +21,6 @@ class CampaignLike(Protocol):
     id: int | None
     agents: int
     agent_extensions: list[str]
-
-
-class PlacementCounter(Protocol):
-    """Told once per call the engine places (``dialer.metrics.Metrics`` counts them)."""
-
-    def call_placed(self, campaign_id: int) -> None: ...
 
 
 # Call states, in the order a call goes through them (see dialer.dialing.live).

@@ -1,8 +1,9 @@
-"""What `dialer status` shows: the daemon's heartbeat plus live counts from the database."""
+"""What `dialer status` shows: the daemon's heartbeat plus live counts from the database, and for each campaign
+why it is or is not dialling (the engine's stored verdict, or what its state says: ``dialer.dialing.why``)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -11,9 +12,10 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import col, select
 
 from dialer.db import session_scope
+from dialer.dialing.why import Reason, Verdict, describe, effective, format_time, stored
 from dialer.kv import get_value
 from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
-from dialer.outcomes.states import DUE_CONTACT_STATES, LIVE_ATTEMPT_STATES
+from dialer.outcomes.states import DUE_CONTACT_STATES, LIVE_ATTEMPT_STATES, CampaignState
 
 
 class DaemonState(StrEnum):
@@ -27,15 +29,21 @@ class DaemonState(StrEnum):
 STATUS_KEY = "daemon:status"
 
 
-def daemon_status(db: DbEngine) -> dict[str, Any]:
-    now = utcnow()
+def daemon_status(db: DbEngine, tz: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The status; times in words are in ``tz`` (the operator's DIALER_TIMEZONE), else each campaign's zone."""
+    now = now or utcnow()
     with session_scope(db, write=False) as s:
         hb = get_value(s, STATUS_KEY) or {}
-        campaigns = s.exec(select(Campaign).order_by(col(Campaign.id))).all()
-        due = dict(s.execute(
-            sa.select(col(Contact.campaign_id), sa.func.count()).where(col(Contact.state).in_(DUE_CONTACT_STATES))
+        campaigns = s.exec(
+            select(Campaign).where(col(Campaign.state) != CampaignState.DELETED).order_by(col(Campaign.id))
+        ).all()
+        later = col(Contact.next_attempt_at) > now
+        due = {row[0]: row[1:] for row in s.execute(
+            sa.select(col(Contact.campaign_id), sa.func.count(), sa.func.sum(sa.case((later, 1), else_=0)),
+                      sa.func.min(sa.case((later, col(Contact.next_attempt_at)))))
+            .where(col(Contact.state).in_(DUE_CONTACT_STATES))
             .group_by(col(Contact.campaign_id))
-        ).all())
+        ).all()}  # fmt: skip
         attempt_rows = s.execute(
             sa.select(
                 col(Attempt.campaign_id),
@@ -51,16 +59,25 @@ def daemon_status(db: DbEngine) -> dict[str, Any]:
         ).all()
     per: dict[int | None, tuple[Any, ...]] = {row[0]: tuple(row[1:]) for row in attempt_rows}
     live_state = hb.get("live_state") or {}
+    daemon = _daemon(hb, now)
     out_campaigns = []
     for c in campaigns:
         total, live, answered, abandoned = per.get(c.id, (0, 0, 0, 0))
         per_campaign = live_state.get("campaigns", {}) if isinstance(live_state, dict) else {}
         view = per_campaign.get(str(c.id), {}) if isinstance(per_campaign, dict) else {}
+        n_due, n_later, next_at = due.get(c.id, (0, 0, None))
+        next_at = _aware(next_at)
+        zone = tz or c.timezone
         out_campaigns.append({
             "name": c.name,
             "state": c.state,
             "pause_reason": c.pause_reason,
-            "due": int(due.get(c.id, 0)),
+            "why": _why(c, daemon.get("state") == DaemonState.RUNNING, zone, now),
+            "due": int(n_due or 0),
+            "due_now": int(n_due or 0) - int(n_later or 0),
+            "due_later": int(n_later or 0),
+            "due_later_from": next_at.isoformat() if next_at else None,
+            "due_later_text": _waiting_text(int(n_later or 0), next_at, zone, now),
             "ringing": int(view.get("ringing", live or 0)),
             "waiting": view.get("waiting"),
             "talking": len(view["talking"]) if isinstance(view.get("talking"), list) else None,
@@ -69,6 +86,15 @@ def daemon_status(db: DbEngine) -> dict[str, Any]:
             "answered": int(answered or 0),
             "abandoned": int(abandoned or 0),
         })
+    return {
+        "daemon": daemon,
+        "campaigns": out_campaigns,
+        "errors": [f"{e.at.isoformat(timespec='seconds')} {e.kind}: {e.message}" for e in reversed(errors)]
+        + list(hb.get("errors") or []),
+    }
+
+
+def _daemon(hb: dict[str, Any], now: datetime) -> dict[str, Any]:
     daemon: dict[str, Any] = dict(hb)
     if hb.get("updated_at"):
         age = (now - datetime.fromisoformat(hb["updated_at"])).total_seconds()
@@ -77,9 +103,45 @@ def daemon_status(db: DbEngine) -> dict[str, Any]:
             daemon["state"] = DaemonState.NOT_RESPONDING
     else:
         daemon["state"] = DaemonState.NEVER_RAN
+    return daemon
+
+
+def stored_verdict(c: Campaign) -> Verdict | None:
+    return stored(c.dial_reason, c.dial_reason_detail, c.dial_reason_until)
+
+
+def _why(c: Campaign, daemon_running: bool, zone: str, now: datetime) -> dict[str, Any]:
+    verdict = effective(c.state, c.pause_reason, stored_verdict(c), daemon_running=daemon_running)
+    is_stored = verdict == stored_verdict(c)
+    since = c.dial_reason_since if is_stored else (c.updated_at if verdict.reason != Reason.NO_DAEMON else None)
     return {
-        "daemon": daemon,
-        "campaigns": out_campaigns,
-        "errors": [f"{e.at.isoformat(timespec='seconds')} {e.kind}: {e.message}" for e in reversed(errors)]
-        + list(hb.get("errors") or []),
+        "reason": verdict.reason.value,
+        "text": describe(verdict, zone, now),
+        "detail": verdict.detail or None,
+        "until": verdict.until.isoformat() if verdict.until else None,
+        "since": since.isoformat() if since else None,
     }
+
+
+def _waiting_text(n: int, first: datetime | None, zone: str, now: datetime) -> str:
+    if not n or first is None:
+        return ""
+    return f"{n:,} from {format_time(first, zone, now)}"
+
+
+def _aware(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def campaign_reasons(db: DbEngine) -> list[tuple[int, str, str]]:
+    """(id, name, reason code) of every campaign not deleted, for the /metrics gauge (read at scrape time from
+    the daemon serving it, so the daemon is running)."""
+    with session_scope(db, write=False) as s:
+        rows = s.exec(select(Campaign).where(col(Campaign.state) != CampaignState.DELETED)).all()
+        return [(c.id or 0, c.name, effective(c.state, c.pause_reason, stored_verdict(c), daemon_running=True)
+                 .reason.value) for c in rows]  # fmt: skip

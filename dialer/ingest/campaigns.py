@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from dialer.ingest import phones
+from dialer.ingest.replan import PLANNING_KEYS, ReplanResult, replan
 from dialer.models import LIVE_ATTEMPT_SQL, Attempt, Campaign, Contact, DncEntry, utcnow
 from dialer.outcomes.states import CAMPAIGN_ACTIONS, DUE_CONTACT_STATES, CampaignState
 from dialer.outcomes.transitions import mark_dnc_contacts
@@ -332,15 +333,27 @@ def create_campaign(session: Session, name: str, from_number: str, **settings: A
 
 
 def update_campaign(session: Session, name: str, settings: Mapping[str, Any]) -> Campaign:
+    return change_settings(session, name, settings)[0]
+
+
+def change_settings(
+    session: Session, name: str, settings: Mapping[str, Any], *, now: datetime | None = None
+) -> tuple[Campaign, ReplanResult | None]:
+    """Change settings; a change to the window, days, holidays, zone, retry delays or attempt cap re-plans the
+    contacts waiting to be dialled at once (the re-plan's result; None when nothing planning-related changed)."""
     campaign = get_campaign(session, name)
     values = parse_settings(settings)
+    before = {key: getattr(campaign, key) for key in values}
     for key, value in values.items():
         setattr(campaign, key, value)
     validate(campaign)
-    campaign.updated_at = utcnow()
+    now = now or utcnow()
+    campaign.updated_at = now
     session.add(campaign)
     session.flush()
-    return campaign
+    if not any(key in PLANNING_KEYS and before[key] != value for key, value in values.items()):
+        return campaign, None
+    return campaign, replan(session, campaign, now)
 
 
 def change_state(session: Session, name: str, action: str, reason: str | None = None) -> Campaign:
@@ -352,6 +365,10 @@ def change_state(session: Session, name: str, action: str, reason: str | None = 
         )
     campaign.state = target
     campaign.pause_reason = reason if target == CampaignState.PAUSED else None
+    if target != CampaignState.RUNNING:
+        # The engine's verdict (dialer.dialing.why) is about a running campaign: the next run starts afresh.
+        campaign.dial_reason = campaign.dial_reason_detail = None
+        campaign.dial_reason_until = campaign.dial_reason_since = None
     campaign.updated_at = utcnow()
     session.add(campaign)
     session.flush()
@@ -366,8 +383,11 @@ def pause_campaign(session: Session, name: str, reason: str | None = "paused by 
     return change_state(session, name, "pause", reason)
 
 
-def list_campaigns(session: Session) -> list[Campaign]:
-    return list(session.exec(select(Campaign).order_by(col(Campaign.id))).all())
+def list_campaigns(session: Session, *, include_deleted: bool = False) -> list[Campaign]:
+    q = select(Campaign).order_by(col(Campaign.id))
+    if not include_deleted:
+        q = q.where(col(Campaign.state) != CampaignState.DELETED)
+    return list(session.exec(q).all())
 
 
 # --- contacts ----------------------------------------------------------------------------------------------

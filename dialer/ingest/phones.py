@@ -47,6 +47,7 @@ class Normalized:
     e164: str | None
     reason: str | None
     timezones: tuple[str, ...]
+    extension: str | None = None  # "ext 12", "x12", "доб. 12", "#12": phonenumbers' own reading of it
 
 
 # --- one number at a time (the reference) -------------------------------------------------------------------
@@ -92,7 +93,7 @@ def normalize_one(raw: object, region: str | None = None) -> Normalized:
     if not phonenumbers.is_valid_number(num):
         return Normalized(None, INVALID, ())
     e164 = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
-    return Normalized(e164, None, tuple(pn_timezone.time_zones_for_number(num)))
+    return Normalized(e164, None, tuple(pn_timezone.time_zones_for_number(num)), num.extension or None)
 
 
 # --- a whole column at once -----------------------------------------------------------------------------------
@@ -324,7 +325,8 @@ def _types(nsn: pd.Series, md: PhoneMetadata, cc: int) -> tuple[pd.Series, pd.Se
 
 
 def normalize_many(raw: Sequence[object] | pd.Series, region: str | None = None) -> pd.DataFrame:
-    """normalize_one for many values: a DataFrame indexed like ``raw`` with columns e164, reason, timezones."""
+    """normalize_one for many values: a DataFrame indexed like ``raw`` with columns e164, reason, timezones,
+    extension (the fast path only takes values without one)."""
     import pandas as pd
 
     values = (
@@ -336,8 +338,9 @@ def normalize_many(raw: Sequence[object] | pd.Series, region: str | None = None)
     e164 = pd.Series(None, index=values.index, dtype=object)
     reason = pd.Series(None, index=values.index, dtype=object)
     zones = pd.Series(None, index=values.index, dtype=object)
+    ext = pd.Series(None, index=values.index, dtype=object)
     if n == 0:
-        return pd.DataFrame({"e164": e164, "reason": reason, "timezones": zones})
+        return pd.DataFrame({"e164": e164, "reason": reason, "timezones": zones, "extension": ext})
 
     text = values.where(values.notna(), "").astype(str).str.strip()
     text = text.str.replace(r"^tel:", "", case=False, regex=True)
@@ -437,13 +440,14 @@ def normalize_many(raw: Sequence[object] | pd.Series, region: str | None = None)
         e164[slow_idx] = [r.e164 for r in results]
         reason[slow_idx] = [r.reason for r in results]
         zones[slow_idx] = pd.Series([r.timezones for r in results], index=slow_idx, dtype=object)
+        ext[slow_idx] = [r.extension for r in results]
     empty = reason.isna() & e164.isna() & (text == "")
     reason[empty] = EMPTY
     zones[zones.isna()] = pd.Series(
         [()] * int(zones.isna().sum()), index=zones[zones.isna()].index, dtype=object
     )
-    out = pd.DataFrame({"e164": e164, "reason": reason, "timezones": zones})
-    for col in ("e164", "reason"):
+    out = pd.DataFrame({"e164": e164, "reason": reason, "timezones": zones, "extension": ext})
+    for col in ("e164", "reason", "extension"):
         out[col] = out[col].astype(object).where(out[col].notna(), None)
     return out
 

@@ -169,10 +169,15 @@ class WebhookProcessor:
     """Stores and folds one event at a time (thread-safe; callers are serialised). The HTTP app feeds it from one
     writer thread (``dialer.outcomes.webhook_app``); a replay calls ``process`` directly."""
 
-    def __init__(self, db_engine: Engine, live: LiveState, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, db_engine: Engine, live: LiveState, metrics: Metrics | None = None, *, time_scale: float = 1.0
+    ) -> None:
         self.engine = db_engine
         self.live = live
         self.metrics = metrics or Metrics()
+        # Durations we measure are wall seconds between receive times; a sped-up simulator world (``dialer run
+        # --time-scale``) reports its own in world seconds, so ours are stored scaled to match (1 in production).
+        self.time_scale = time_scale
         self._lock = threading.Lock()
         self._campaigns: dict[int, _CampaignInfo] = {}
         self._answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -310,7 +315,7 @@ class WebhookProcessor:
             answered = disposition == ANSWERED
             finished = self.live.out_ended(ref.id, now, disposition, answered=answered)
             if not answered and ref.state in LIVE_ATTEMPT_STATES:
-                ring = finished.ring_s if finished is not None else None
+                ring = self._world(finished.ring_s) if finished is not None else None
                 outcome = CallOutcome(
                     disposition or "no answer",
                     False,
@@ -378,12 +383,12 @@ class WebhookProcessor:
             return
         ring = None
         if result.placed_at is not None and result.answered_at is not None:
-            ring = max(0.0, result.answered_at - result.placed_at)
+            ring = self._world(max(0.0, result.answered_at - result.placed_at))
         if connected:
             talk_s = (
                 talk
                 if talk is not None
-                else (result.finished.talk_s if result.finished is not None else None)
+                else (self._world(result.finished.talk_s) if result.finished is not None else None)
             )
             outcome = CallOutcome(
                 ANSWERED,
@@ -429,7 +434,7 @@ class WebhookProcessor:
             return answer
         info = self._campaign_info(session, ref.campaign_id)
         finished = self.live.abandoned(ref.id, now)
-        ring = finished.ring_s if finished is not None else None
+        ring = self._world(finished.ring_s) if finished is not None else None
         outcome = _abandoned(ring, ref.pbx_call_id or pbx, received_at)
         self._complete(session, ref, outcome, received_at)
         log_event(
@@ -446,15 +451,13 @@ class WebhookProcessor:
         attempt = session.get(Attempt, ref.id)
         if attempt is None:  # pragma: no cover - deleted under us
             return
+        # /metrics reads the call counters from the database (dialer.metrics): nothing to count here.
         if complete_attempt(session, attempt, outcome, now=received_at):
             self.completed += 1
-            self.metrics.call_outcome(
-                attempt.campaign_id,
-                answered=outcome.answered,
-                connected=outcome.connected,
-                abandoned=outcome.abandoned,
-            )
         ref.state = attempt.state
+
+    def _world(self, wall_s: float) -> float:
+        return wall_s * self.time_scale
 
     # --- lookups ---
 

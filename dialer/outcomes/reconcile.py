@@ -5,7 +5,8 @@ row once, matches the customer leg (``out_``) and the PBX leg (``in_``) of each 
 attempt by number and time, and ends attempts through the same state machine the webhooks use. Running it
 again changes nothing; rows that arrive late are still matched because the fetch window reaches back to
 the oldest attempt statistics have not confirmed yet. A fetch the budget cuts short continues where it stopped
-on the next run.
+on the next run. An uncertain callback with no call in the statistics is declared never placed only once they
+provably cover its time (``dialer.outcomes.coverage``, learned from the rows as they are first stored).
 
 This module holds the polling, paging and matching; the bulk reads and writes that make 100,000 attempts
 affordable, and the ending of matched attempts, are in ``dialer.outcomes.reconcile_bulk``.
@@ -29,11 +30,11 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import Session, col, select
 
 from dialer.db import session_scope
-from dialer.kv import put_value
+from dialer.kv import get_value, put_value
 from dialer.logs import log_event
-from dialer.models import Attempt, KeyValue, StatRow, utcnow
+from dialer.models import Attempt, KeyValue, StatRow
+from dialer.outcomes.coverage import learn_from_rows, read_coverage, unseen_rows
 from dialer.outcomes.reconcile_bulk import (
-    AttemptRecord,
     StatRecord,
     complete_matched,
     insert_stat_rows,
@@ -41,6 +42,7 @@ from dialer.outcomes.reconcile_bulk import (
     read_costed,
     read_pbx_rows,
     read_unlinked_costs,
+    ref_time,
     resolve_uncertain,
 )
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES, AttemptState
@@ -61,7 +63,8 @@ class ReconcileConfig:
     """Times in seconds. A sped-up simulator world scales them down."""
 
     overlap_s: float = 300.0
-    # An uncertain attempt with no customer leg this long after it was sent did not happen.
+    # The least time before an uncertain attempt with no customer leg may count as never placed; the statistics
+    # must also cover its time (dialer.outcomes.coverage), whatever this says.
     uncertain_grace_s: float = 900.0
     # An answered customer leg whose PBX leg has not shown up after this long: the customer reached no agent.
     pbx_leg_grace_s: float = 300.0
@@ -71,6 +74,9 @@ class ReconcileConfig:
     confirm_horizon_s: float = 86400.0
     page_limit: int = 1000
     fetch_cost_every: int = 5
+    # A sped-up simulator world's: its statistics give durations in world seconds but real timestamps, so a
+    # duration between two timestamps is scaled up and a world duration after a timestamp scaled down.
+    time_scale: float = 1.0
 
 
 class _Cursor(NamedTuple):
@@ -261,7 +267,7 @@ class Reconciler:
         if not rows:
             return 0
         records: dict[str, dict[str, Any]] = {}
-        now = utcnow()
+        now = datetime.fromtimestamp(self.clock(), UTC)  # the watermark's clock: coverage compares the two
         offset = self.account_offset()
         for raw in rows:
             clean = {k: v if type(v) in _JSON_SCALARS else _plain(v) for k, v in raw.items()}
@@ -286,7 +292,10 @@ class Reconciler:
                 }
             records.setdefault(key, record)
         with session_scope(self.db) as s:
+            # How late rows first show up is what tells when the statistics cover an uncertain call's time.
+            first_seen = unseen_rows(s, source, records) if source == "pbx" else []
             new = insert_stat_rows(s, list(records.values()), fetched_at=now)
+            learn_from_rows(s, first_seen, now, self.config.time_scale)
         return new
 
     # -- matching -------------------------------------------------------------------------------------
@@ -329,7 +338,7 @@ class Reconciler:
             index: dict[str, list[tuple[float, int]]] = defaultdict(list)
             for a in attempts:
                 if a.id not in out_of:
-                    index[_digits(a.phone)].append((_ref_time(a).timestamp(), a.id))
+                    index[_digits(a.phone)].append((ref_time(a).timestamp(), a.id))
             for lst in index.values():
                 lst.sort()
             for r in rows:
@@ -402,7 +411,8 @@ class Reconciler:
             result.resolved_uncertain += resolved
 
             # Uncertain attempts with no customer leg long after they were sent did not happen.
-            not_placed = resolve_uncertain(s, attempts, out_of, timedelta(seconds=cfg.uncertain_grace_s), now)
+            coverage = read_coverage(s, _parse_iso(get_value(s, WATERMARK_KEY)), cfg.uncertain_grace_s, now)
+            not_placed = resolve_uncertain(s, attempts, out_of, coverage, now)
             result.not_placed += not_placed
             result.resolved_uncertain += not_placed
         return result
@@ -420,11 +430,12 @@ class Reconciler:
             return CallOutcome(disposition=ANSWERED, answered=True, connected=False, abandoned=True,
                                talk_seconds=0.0, pbx_call_id=out_row.pbx_call_id, started_at=started)
         connected = normalise_disposition(in_row.disposition) == ANSWERED
+        scale = self.config.time_scale
         ring = None
         if in_row.callstart is not None and started is not None:
-            ring = max(0.0, (in_row.callstart - started).total_seconds())
+            ring = max(0.0, (in_row.callstart - started).total_seconds()) * scale
         talk = float(in_row.seconds or 0) if connected else 0.0
-        finished = in_row.callstart + timedelta(seconds=talk) if in_row.callstart else None
+        finished = in_row.callstart + timedelta(seconds=talk / scale) if in_row.callstart else None
         return CallOutcome(
             disposition=ANSWERED,
             answered=True,
@@ -441,10 +452,6 @@ class Reconciler:
 
 def _is_pbx_leg(r: StatRecord) -> bool:
     return bool(r.pbx_call_id and r.pbx_call_id.startswith("in_"))
-
-
-def _ref_time(a: AttemptRecord) -> datetime:
-    return a.placed_at or a.sent_at or a.created_at
 
 
 def _digits(number: str) -> str:

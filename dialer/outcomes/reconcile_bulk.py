@@ -14,13 +14,14 @@ from __future__ import annotations
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Container, Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from dialer.models import Attempt, Campaign, Contact, EventLog, StatRow
+from dialer.outcomes.coverage import Coverage
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES, AttemptState
 from dialer.outcomes.transitions import (
     CallOutcome,
@@ -189,27 +190,38 @@ def complete_matched(
 
 
 def resolve_uncertain(
-    s: Session, attempts: Iterable[AttemptRecord], matched: Container[int], grace: timedelta, now: datetime
+    s: Session, attempts: Sequence[AttemptRecord], matched: Container[int], coverage: Coverage, now: datetime
 ) -> int:
-    """End uncertain attempts with no customer leg (not in ``matched``) ``grace`` after they were sent.
+    """End uncertain attempts with no customer leg (not in ``matched``) once the statistics cover their time.
 
-    Such a callback did not happen. Rare, so the ORM state machine handles them one by one. Returns how many
-    were ended.
+    Such a callback did not happen (``dialer.outcomes.coverage`` holds the rule; until it holds the attempt stays
+    uncertain and its contact is not dialled). Rare, so the ORM state machine handles them one by one. Returns
+    how many were ended.
     """
+    # Our own latest call that reached Zadarma: until its row shows up, an earlier callback waits for it.
+    placed = [ref_time(a) for a in attempts if a.state in (AttemptState.PLACED, AttemptState.COMPLETED)]
+    last_placed = max(placed, default=None)
     ended = 0
     for a in attempts:
         if a.state != AttemptState.UNCERTAIN or a.id in matched:
             continue
-        if now - (a.sent_at or a.created_at) < grace:
+        sent = a.sent_at or a.created_at
+        if not coverage.covers(sent, later_call_pending=last_placed is not None and last_placed > sent):
             continue
         orm_attempt = s.get(Attempt, a.id)
         if orm_attempt is None or orm_attempt.state != AttemptState.UNCERTAIN:  # pragma: no cover - raced
             continue
         attempt_not_placed(s, orm_attempt, "no call in Zadarma's statistics: the callback did not happen", now=now)
         s.add(EventLog(campaign_id=a.campaign_id, level="info", kind="uncertain_resolved",
-                       message=f"attempt {a.id} to {a.phone}: no call found, contact due again"))
+                       message=f"attempt {a.id} to {a.phone}: no call found, contact due again "
+                               f"({coverage.describe()})"))
         ended += 1
     return ended
+
+
+def ref_time(a: AttemptRecord) -> datetime:
+    """When the call began as far as we know: Zadarma's answer, else when we sent it, else when we claimed it."""
+    return a.placed_at or a.sent_at or a.created_at
 
 
 def _move_contacts(

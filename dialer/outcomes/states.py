@@ -25,6 +25,8 @@ class CampaignState(StrEnum):
     PAUSED = "paused"
     STOPPED = "stopped"
     FINISHED = "finished"
+    # Deleted without --purge: hidden and renamed, kept only so its call attempts stay on record. Terminal.
+    DELETED = "deleted"
 
 
 class ContactState(StrEnum):
@@ -91,7 +93,14 @@ CAMPAIGN_ACTIONS: dict[str, tuple[frozenset[CampaignState], CampaignState]] = {
         frozenset({CampaignState.DRAFT, CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.FINISHED}),
         CampaignState.STOPPED,
     ),
+    # Never while running: `dialer campaign delete` also refuses while any of its calls is live.
+    "delete": (
+        frozenset({CampaignState.DRAFT, CampaignState.PAUSED, CampaignState.STOPPED, CampaignState.FINISHED}),
+        CampaignState.DELETED,
+    ),
 }
+# No action leads out of these.
+TERMINAL_CAMPAIGN_STATES: frozenset[CampaignState] = frozenset({CampaignState.DELETED})
 
 
 def sql_list(states: tuple[StrEnum, ...]) -> str:

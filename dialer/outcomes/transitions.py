@@ -17,7 +17,13 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
-from dialer.outcomes.states import DUE_CONTACT_STATES, FINAL_CONTACT_STATES, AttemptState, ContactState
+from dialer.outcomes.states import (
+    DUE_CONTACT_STATES,
+    FINAL_CONTACT_STATES,
+    LIVE_ATTEMPT_STATES,
+    AttemptState,
+    ContactState,
+)
 
 # Zadarma dispositions (statistics say "call failed", webhooks "failed").
 ANSWERED = "answered"
@@ -27,6 +33,9 @@ FAILED = "call failed"
 UNALLOCATED = "unallocated number"
 CANCEL = "cancel"
 PERMANENT_DISPOSITIONS = frozenset({UNALLOCATED})
+# A contact's last_disposition besides the dispositions above.
+REJECTED = "rejected"  # fail_attempt: Zadarma refused the callback
+ABANDONED = "abandoned"  # contact_transition: answered, and no agent took it
 
 
 def normalise_disposition(value: str | None) -> str:
@@ -120,7 +129,8 @@ def attempt_completion(attempt: AttemptFacts, outcome: CallOutcome, now: datetim
     """The attempt's columns (name -> value) once ``outcome`` ends it. Pure: nothing is written.
 
     Facts the outcome does not know (no agent, no cost yet) keep what the attempt already had, so a later,
-    poorer source never erases a richer earlier one.
+    poorer source never erases a richer earlier one. Ring time is measured finer by webhooks (receive times)
+    than by statistics (whole-second timestamps): a statistics ring time only fills a blank.
     """
     return {
         "disposition": outcome.disposition,
@@ -129,7 +139,7 @@ def attempt_completion(attempt: AttemptFacts, outcome: CallOutcome, now: datetim
         "abandoned": outcome.abandoned,
         "agent": outcome.agent or attempt.agent,
         "talk_seconds": attempt.talk_seconds if outcome.talk_seconds is None else outcome.talk_seconds,
-        "ring_seconds": attempt.ring_seconds if outcome.ring_seconds is None else outcome.ring_seconds,
+        "ring_seconds": _ring_seconds(attempt, outcome),
         "cost": attempt.cost if outcome.cost is None else outcome.cost,
         "pbx_call_id": outcome.pbx_call_id or attempt.pbx_call_id,
         "placed_at": attempt.placed_at if attempt.placed_at is not None else outcome.started_at,
@@ -138,6 +148,14 @@ def attempt_completion(attempt: AttemptFacts, outcome: CallOutcome, now: datetim
         "live": False,
         "updated_at": now,
     }
+
+
+def _ring_seconds(attempt: AttemptFacts, outcome: CallOutcome) -> float | None:
+    if outcome.ring_seconds is None:
+        return attempt.ring_seconds
+    if outcome.source != "webhook" and attempt.ring_seconds is not None:
+        return attempt.ring_seconds
+    return outcome.ring_seconds
 
 
 def contact_transition(
@@ -149,7 +167,7 @@ def contact_transition(
     now: datetime,
 ) -> ContactMove:
     """Where a contact goes when one of its attempts ends with ``outcome`` (the first time it ends). Pure."""
-    last = "abandoned" if outcome.abandoned else outcome.disposition
+    last = ABANDONED if outcome.abandoned else outcome.disposition
     if state in FINAL_CONTACT_STATES:
         return ContactMove(ContactState(state), next_attempt_at, last)  # e.g. put on the DNC list while the call was ringing
     if outcome.connected:
@@ -187,10 +205,9 @@ def complete_attempt(
     return True
 
 
-def fail_attempt(
-    session: Session, attempt: Attempt, error: str, *, permanent: bool, now: datetime | None = None
-) -> None:
-    """Zadarma refused the callback: nothing rang. The contact is due again, or invalid for a bad number."""
+def fail_attempt(session: Session, attempt: Attempt, error: str, *, now: datetime | None = None) -> None:
+    """Zadarma refused the callback because of the number itself (invalid, unallocated): nothing rang, and the
+    contact is invalid. A refusal any number would get is not the contact's failure: ``attempt_not_placed``."""
     now = now or utcnow()
     attempt.state = AttemptState.FAILED
     attempt.live = False
@@ -199,30 +216,24 @@ def fail_attempt(
     attempt.updated_at = now
     session.add(attempt)
     contact = session.get(Contact, attempt.contact_id)
-    campaign = session.get(Campaign, attempt.campaign_id)
-    if contact is None or campaign is None:  # pragma: no cover
+    if contact is None:  # pragma: no cover
         return
-    contact.last_disposition = "rejected"
-    if contact.state in FINAL_CONTACT_STATES:
-        pass
-    elif permanent:
+    contact.last_disposition = REJECTED
+    if contact.state not in FINAL_CONTACT_STATES:
         contact.state = ContactState.INVALID
         contact.next_attempt_at = None
-    elif contact.attempts >= campaign.max_attempts:
-        contact.state = ContactState.EXHAUSTED
-        contact.next_attempt_at = None
-    else:
-        contact.state = ContactState.RETRY
-        contact.next_attempt_at = now + timedelta(seconds=campaign.retry_failed_s)
     contact.updated_at = now
     session.add(contact)
     session.add(EventLog(campaign_id=attempt.campaign_id, level="warning", kind="callback_rejected",
                          message=f"{attempt.phone}: {error[:300]}"))
 
 
-def attempt_not_placed(session: Session, attempt: Attempt, reason: str, *, now: datetime | None = None) -> None:
-    """The callback certainly never happened (never sent, or reconciliation found no call): give the
-    attempt back so it does not count against the contact's cap, and make the contact due again."""
+def attempt_not_placed(
+    session: Session, attempt: Attempt, reason: str, *, now: datetime | None = None, due_at: datetime | None = None
+) -> None:
+    """The callback certainly never happened (never sent, refused for a reason that was not the number, or
+    reconciliation found no call): give the attempt back so it does not count against the contact's cap, and
+    make the contact due again, at ``due_at`` if given (Zadarma asked to try later), else now."""
     now = now or utcnow()
     attempt.state = AttemptState.NOT_PLACED
     attempt.live = False
@@ -236,7 +247,7 @@ def attempt_not_placed(session: Session, attempt: Attempt, reason: str, *, now: 
     contact.attempts = max(0, contact.attempts - 1)
     if contact.state not in FINAL_CONTACT_STATES:
         contact.state = ContactState.RETRY if contact.attempts else ContactState.PENDING
-        contact.next_attempt_at = now
+        contact.next_attempt_at = due_at or now
     contact.updated_at = now
     session.add(contact)
 
@@ -292,5 +303,73 @@ def mark_dnc_contacts(session: Session, campaign_id: int, phones: list[str], now
         .where(col(Contact.phone).in_(phones))
         .where(col(Contact.state).in_(DUE_CONTACT_STATES))
         .values(state=ContactState.DNC, updated_at=now)
+    )
+    return int(getattr(session.execute(upd), "rowcount", 0) or 0)
+
+
+# --- re-planning (settings changed, or `dialer campaign reschedule`) -----------------------------------------
+
+
+def retry_delay_after(campaign: RetryPolicy, disposition: str | None, abandoned: bool) -> int:
+    """``retry_delay_s`` for a call known only by its stored disposition (an attempt's or a contact's)."""
+    if disposition == REJECTED:
+        return campaign.retry_failed_s
+    abandoned = abandoned or disposition == ABANDONED
+    outcome = CallOutcome(disposition=normalise_disposition(disposition), answered=abandoned, connected=False,
+                          abandoned=abandoned)
+    return retry_delay_s(campaign, outcome)
+
+
+def retry_lock_until(
+    campaign: RetryPolicy,
+    *,
+    last_end: datetime | None,
+    last_disposition: str | None,
+    last_abandoned: bool,
+    last_abandon_end: datetime | None,
+    legal_only: bool = False,
+) -> datetime | None:
+    """The earliest time a contact may be dialled again after its calls (None: no lock). Pure.
+
+    The retry delay runs from the end of its last call and depends on that call's outcome; the legal lock (the
+    ``retry_abandoned`` delay) runs from its last abandoned call, whatever came after. ``legal_only`` (an explicit
+    `reschedule --now`) drops the retry delay and keeps the legal lock.
+    """
+    times = []
+    if last_abandon_end is not None:
+        times.append(last_abandon_end + timedelta(seconds=campaign.retry_abandoned_s))
+    if not legal_only and last_end is not None:
+        delay = retry_delay_after(campaign, last_disposition, last_abandoned)
+        times.append(last_end + timedelta(seconds=delay))
+    return max(times) if times else None
+
+
+def reschedule_contacts(session: Session, contact_ids: list[int], next_attempt_at: datetime, now: datetime) -> int:
+    """Move due contacts' next attempt; a contact that has meanwhile gone into a call (or out of the due states)
+    is left alone, so a re-plan never touches a live attempt."""
+    live = (
+        sa.select(sa.literal(1))
+        .select_from(Attempt)
+        .where(col(Attempt.contact_id) == col(Contact.id), col(Attempt.state).in_(LIVE_ATTEMPT_STATES))
+    )
+    upd = (
+        sa.update(Contact)
+        .where(col(Contact.id).in_(contact_ids), col(Contact.state).in_(DUE_CONTACT_STATES), ~live.exists())
+        .values(next_attempt_at=next_attempt_at, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(session.execute(upd), "rowcount", 0) or 0)
+
+
+def exhaust_over_cap(session: Session, campaign_id: int, max_attempts: int, now: datetime) -> int:
+    """The attempt cap was lowered: contacts waiting to be dialled that already used it up are exhausted (left
+    due, the claim would skip them for ever and the campaign would never finish). Exhausted contacts stay so
+    when the cap is raised again: a final state is final."""
+    upd = (
+        sa.update(Contact)
+        .where(col(Contact.campaign_id) == campaign_id, col(Contact.state).in_(DUE_CONTACT_STATES),
+               col(Contact.attempts) >= max_attempts)
+        .values(state=ContactState.EXHAUSTED, next_attempt_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
     return int(getattr(session.execute(upd), "rowcount", 0) or 0)

@@ -132,11 +132,14 @@ def create_webhook_app(
     verify: bool = True,
     metrics: Metrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    time_scale: float = 1.0,
 ) -> Starlette:
     """The webhook app: ``GET/POST {path}``, ``GET /healthz``, ``GET /metrics``.
 
     ``verify=False`` accepts unsigned events (logged as a WARNING at start-up); with ``verify=True`` a secret is
     required. The app's ``state.processor`` is the ``WebhookProcessor`` (tests and the daemon may use it).
+    ``/metrics`` reads its call counters from ``db_engine`` (unless ``metrics`` already has a database).
+    ``time_scale`` is a sped-up simulator world's (see ``WebhookProcessor``).
     """
     if verify and not secret:
         raise ValueError(
@@ -145,11 +148,10 @@ def create_webhook_app(
     if not path.startswith("/"):
         path = "/" + path
     if metrics is None:
-        # The daemon hands the same Metrics to the live state; share it so placements and events count together.
-        metrics = live.metrics if isinstance(live.metrics, Metrics) else Metrics()
-    if live.metrics is None:
-        live.metrics = metrics
-    processor = WebhookProcessor(db_engine, live, metrics)
+        metrics = Metrics()
+    if metrics.db is None:
+        metrics.db = db_engine
+    processor = WebhookProcessor(db_engine, live, metrics, time_scale=time_scale)
     writer = _EventWriter(processor)
 
     async def hook(request: Request) -> Response:
@@ -234,7 +236,9 @@ def create_webhook_app(
         )
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.render(live), media_type=CONTENT_TYPE)
+        # The call counters are a database read: off the event loop, so webhooks never wait for a scrape.
+        text = await asyncio.to_thread(metrics.render, live)
+        return Response(text, media_type=CONTENT_TYPE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

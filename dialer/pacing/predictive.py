@@ -23,7 +23,7 @@ import math
 from statistics import NormalDist
 
 from dialer.pacing.abandon import AbandonController
-from dialer.pacing.base import clamp
+from dialer.pacing.base import busy_agents, clamp
 from dialer.pacing.estimators import AnswerRate, Duration, Lag, RingTime
 from dialer.pacing.observation import FinishedCall, Observation
 
@@ -134,6 +134,13 @@ class PredictivePolicy:
                 break
             n += 1
         return clamp(n, obs)
+
+    def explain_hold(self, obs: Observation) -> str:
+        if not self._warm():
+            return (f"learning ({self.ring.n_answered}/{self.warmup_answered} answers, {self.talk.n}/"
+                    f"{self.warmup_talks} talks; dialling progressively): {busy_agents(obs)}")
+        return (f"an extra call would find no free agent with a chance above the abandon threshold "
+                f"{self.last_threshold:.2%} ({busy_agents(obs)})")
 
     def _forecast_live(self, obs: Observation, p: float, h: float) -> tuple[float, float]:
         now = obs.now

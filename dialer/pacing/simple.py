@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dialer.pacing.base import clamp
+from dialer.pacing.base import busy_agents, clamp
 from dialer.pacing.observation import Observation
 
 
@@ -19,6 +19,9 @@ class ProgressivePolicy:
             free = obs.agents_logged_in - len(obs.ringing_since)
         return clamp(free, obs)
 
+    def explain_hold(self, obs: Observation) -> str:
+        return f"every free agent already has a call coming ({busy_agents(obs)})"
+
 
 class RatioPolicy:
     """Keep ``round(K * agents)`` lines going (ringing + waiting + talking)."""
@@ -31,3 +34,7 @@ class RatioPolicy:
 
     def decide(self, obs: Observation) -> int:
         return clamp(round(self.k * obs.agents_logged_in) - obs.in_progress, obs)
+
+    def explain_hold(self, obs: Observation) -> str:
+        level = round(self.k * obs.agents_logged_in)
+        return f"{obs.in_progress} calls in progress reach the dial level {self.k:g} x {obs.agents_logged_in} agents = {level}"

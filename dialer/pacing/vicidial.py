@@ -100,6 +100,13 @@ class VicidialPolicy:
             return clamp(round(self.dial_level * obs.available) - obs.in_progress, obs)
         return 0
 
+    def explain_hold(self, obs: Observation) -> str:
+        level = round(self.dial_level * obs.available)
+        if level - obs.in_progress <= 0:
+            return (f"{obs.in_progress} calls in progress reach the dial level {self.dial_level:g} x "
+                    f"{obs.available} available agents = {level}")
+        return f"waiting for the next dial slot (every {self.DIAL_S:g} s)"
+
 
 def _hhmm(seconds_of_day: float) -> int:
     minutes = int(seconds_of_day // 60)

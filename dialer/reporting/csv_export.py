@@ -2,6 +2,10 @@
 
 Times are text ``YYYY-MM-DD HH:MM:SS+HH:MM`` in the report's timezone (see ``frames.text_frame``).
 
+The files are UTF-8 with a byte-order mark by default: Excel on Windows reads a CSV without one in the system's
+ANSI code page, which garbles every non-ASCII name. ``bom=False`` (``dialer report --no-bom``) writes plain UTF-8
+for tools that do not expect the mark.
+
 Text from the input file (names, fields) is data, never a formula: CSV has no cell types, and spreadsheet programs
 run a cell starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return as a formula. Following OWASP ("CSV
 injection"), such text cells get a leading single quote (``'=1+2``). Text that is only a number (``+442037691880``,
@@ -51,10 +55,12 @@ def _guard(cells: list[Any]) -> list[Any]:
 
 
 def export_csv(
-    engine: Engine, report: Report, directory: Path, *, progress: Progress | None = None
+    engine: Engine, report: Report, directory: Path, *, progress: Progress | None = None, bom: bool = True
 ) -> list[Path]:
-    """summary.csv, contacts.csv, attempts.csv, hourly.csv in ``directory`` (created if needed)."""
+    """summary.csv, contacts.csv, attempts.csv, hourly.csv in ``directory`` (created if needed); UTF-8 with a
+    byte-order mark unless ``bom`` is False."""
     directory.mkdir(parents=True, exist_ok=True)
+    encoding = "utf-8-sig" if bom else "utf-8"
     paths = [directory / f"{name}.csv" for name in ("summary", "contacts", "attempts", "hourly")]
     summary = pd.DataFrame(
         {
@@ -63,20 +69,25 @@ def export_csv(
             "value": [csv_safe(summary_value_text(i)) for i in report.summary_items()],
         }
     )
-    summary.to_csv(paths[0], index=False, quoting=csv.QUOTE_MINIMAL)
+    summary.to_csv(paths[0], index=False, quoting=csv.QUOTE_MINIMAL, encoding=encoding)
 
     field_names = contact_field_names(engine, report.campaign_id)
     columns = contact_columns(field_names)
-    _stream_csv(paths[1], columns, iter_contact_frames(engine, report, field_names), progress)
-    _stream_csv(paths[2], list(ATTEMPT_COLUMNS), iter_attempt_frames(engine, report), progress)
-    hourly_text(report).to_csv(paths[3], index=False)
+    _stream_csv(paths[1], columns, iter_contact_frames(engine, report, field_names), progress, encoding)
+    _stream_csv(paths[2], list(ATTEMPT_COLUMNS), iter_attempt_frames(engine, report), progress, encoding)
+    hourly_text(report).to_csv(paths[3], index=False, encoding=encoding)
     return paths
 
 
 def _stream_csv(
-    path: Path, columns: Sequence[Column], frames: Iterator[pd.DataFrame], progress: Progress | None
+    path: Path,
+    columns: Sequence[Column],
+    frames: Iterator[pd.DataFrame],
+    progress: Progress | None,
+    encoding: str,
 ) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
+    # "utf-8-sig" writes the mark once, at the start of the file.
+    with path.open("w", encoding=encoding, newline="") as handle:
         pd.DataFrame(columns=[c.name for c in columns]).to_csv(handle, index=False)
         for frame in frames:
             text_frame(frame, columns, guard=_guard).to_csv(handle, index=False, header=False)

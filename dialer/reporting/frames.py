@@ -5,7 +5,9 @@ contacts (one row per contact, its input fields as columns), attempts, hourly. T
 (``Column``) and every writer follows them. Contacts and attempts are streamed from the database in chunks
 (``iter_contact_frames``, ``iter_attempt_frames``), so a large campaign never sits in memory at once.
 
-Times in the frames are aware datetimes in the report's timezone (the campaign's, or the one asked for). Their text
+Times in the frames are aware datetimes in the report's timezone (the campaign's, or the one asked for), cut to the
+whole second like the report's own time, so no row shows a time after the report's in any format. Ring and talk
+seconds are rounded as ``dialer.reporting.figures.SECONDS_DIGITS`` says; a call's cost is left as billed. Their text
 form (``text_frame``, shared by CSV and SQLite) is ``YYYY-MM-DD HH:MM:SS+HH:MM`` (local time with its UTC offset,
 whole seconds), which SQLite's date functions understand; the hourly table's ``hour`` is the local hour
 ``YYYY-MM-DD HH:MM``.
@@ -25,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from dialer.db import reader
 from dialer.outcomes.states import RESULT_OF_STATE, ContactResult
+from dialer.reporting.figures import SECONDS_DIGITS
 from dialer.reporting.reports import (
     Report,
     SummaryItem,
@@ -127,7 +130,12 @@ def contact_columns(field_names: Sequence[str]) -> list[Column]:
 
 
 def _local(values: pd.Series, tz: str) -> pd.Series:
-    return utc_series(values).dt.tz_convert(tz)
+    return _whole_seconds(utc_series(values)).dt.tz_convert(tz)
+
+
+def _whole_seconds(utc: pd.Series) -> pd.Series:
+    # Cut (not rounded) like ``figures.report_instant``: a call that ended during the report's second is not after it.
+    return utc.dt.floor("s")
 
 
 def _field_value(value: Any) -> Any:
@@ -241,14 +249,16 @@ def iter_attempt_frames(
                 "attempt_id": chunk["id"],
                 "contact_id": chunk["contact_id"],
                 "phone": chunk["phone"],
-                "call_time": attempt_time_utc(chunk).dt.tz_convert(report.timezone),
+                "call_time": _whole_seconds(attempt_time_utc(chunk)).dt.tz_convert(report.timezone),
                 "state": chunk["state"],
                 "disposition": chunk["disposition"],
             }
             for flag in ("answered", "connected", "abandoned"):
                 data[flag] = flag_series(chunk[flag]).map({1.0: True, 0.0: False})
-            for col in ("agent", "ring_seconds", "talk_seconds", "cost"):
-                data[col] = chunk[col]
+            data["agent"] = chunk["agent"]
+            for col in ("ring_seconds", "talk_seconds"):
+                data[col] = pd.to_numeric(chunk[col], errors="coerce").round(SECONDS_DIGITS)
+            data["cost"] = chunk["cost"]
             data["finished_at"] = _local(chunk["finished_at"], report.timezone)
             data["pbx_call_id"] = chunk["pbx_call_id"]
             data["error"] = chunk["error"]

@@ -8,6 +8,8 @@ The figures (calls, answer and abandon rates, windows, talk, occupancy) are defi
   attempt (``Contact.attempts > 0``) / all contacts; cost = sum of ``Attempt.cost`` over all attempts.
 - contacts by final state: reached = done; pending = pending + retry + dialing; exhausted, invalid and dnc as stored.
 - the hourly table buckets calls by the local hour (campaign timezone, or the one asked for) they were placed in.
+- durations are rounded to 0.1 s and the cost to the cent here, once, for every output (``figures.SECONDS_DIGITS``,
+  ``figures.MONEY_DIGITS``); rates are computed from the exact values and left exact.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from dialer.reporting.figures import (
     occupancy,
     ratio,
     report_instant,
+    shown_money,
+    shown_seconds,
     window_start,
 )
 
@@ -274,7 +278,7 @@ def _hourly(calls: pd.DataFrame, tz: str) -> list[HourlyRow]:
                 connected=int(r["connected"]),
                 abandoned=abandoned,
                 abandon_rate=abandon_rate(abandoned, answered),
-                talk_seconds=float(r["talk_seconds"]),
+                talk_seconds=shown_seconds(float(r["talk_seconds"])) or 0.0,
             )
         )
     return rows
@@ -369,14 +373,15 @@ def build_report(
         abandon_rate=whole.abandon_rate,
         abandon_rate_24h=last_24h.abandon_rate,
         abandon_rate_30d=last_30d.abandon_rate,
-        talk_seconds=whole.talk_seconds,
-        avg_talk_seconds=float(talk.mean()) if len(talk) else None,
-        agent_seconds=agent_seconds,
+        talk_seconds=shown_seconds(whole.talk_seconds) or 0.0,
+        avg_talk_seconds=shown_seconds(float(talk.mean())) if len(talk) else None,
+        agent_seconds=shown_seconds(agent_seconds),
         occupancy=occupancy(whole.talk_seconds, agent_seconds),
         attempts_per_reached=ratio(whole.calls, final[ContactResult.REACHED]),
         list_penetration=ratio(attempted, contacts_total),
-        cost=cost,
-        first_call_at=times.min().to_pydatetime() if len(times) else None,
-        last_call_at=times.max().to_pydatetime() if len(times) else None,
+        cost=shown_money(cost),
+        # Whole seconds, as every time in the exports: no call shows a time after the report's own.
+        first_call_at=times.min().floor("s").to_pydatetime() if len(times) else None,
+        last_call_at=times.max().floor("s").to_pydatetime() if len(times) else None,
         hourly=_hourly(calls, tz_name),
     )

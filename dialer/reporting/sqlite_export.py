@@ -14,7 +14,13 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from dialer.reporting.figures import CALL_STATES_SQL, sqlite_window_clause, sqlite_window_starts
+from dialer.reporting.figures import (
+    CALL_STATES_SQL,
+    MONEY_DIGITS,
+    SECONDS_DIGITS,
+    sqlite_window_clause,
+    sqlite_window_starts,
+)
 from dialer.reporting.frames import (
     ATTEMPT_COLUMNS,
     HOURLY_COLUMNS,
@@ -78,7 +84,8 @@ SQLITE_VIEWS = {
                    / NULLIF((SELECT COUNT(*) FROM contacts WHERE final_state = 'reached'), 0)
                    AS attempts_per_reached""",
     "kpi_talk": """
-        SELECT COALESCE(SUM(talk_seconds), 0.0) AS talk_seconds, AVG(talk_seconds) AS avg_talk_seconds
+        SELECT ROUND(COALESCE(SUM(talk_seconds), 0.0), {seconds}) AS talk_seconds,
+               ROUND(AVG(talk_seconds), {seconds}) AS avg_talk_seconds
         FROM attempts WHERE state IN ({calls}) AND connected = 1 AND talk_seconds IS NOT NULL""",
     "kpi_occupancy": """
         SELECT (SELECT talk_seconds FROM kpi_talk) AS talk_seconds,
@@ -86,7 +93,7 @@ SQLITE_VIEWS = {
                (SELECT talk_seconds FROM kpi_talk)
                    / NULLIF((SELECT value FROM summary WHERE key = 'agent_seconds'), 0) AS occupancy""",
     "kpi_cost": """
-        SELECT COALESCE(SUM(cost), 0.0) AS cost FROM attempts""",
+        SELECT ROUND(COALESCE(SUM(cost), 0.0), {money}) AS cost FROM attempts""",
     "kpi_summary": """
         SELECT c.calls_placed, c.answered, c.connected, c.abandoned,
                ar.answer_rate, ab.abandon_rate,
@@ -97,10 +104,10 @@ SQLITE_VIEWS = {
         FROM kpi_calls AS c, kpi_answer_rate AS ar, kpi_abandon_rate AS ab, kpi_talk AS t, kpi_occupancy AS o,
              kpi_attempts_per_reached AS p, kpi_list_penetration AS lp, kpi_cost AS k""",
 }
-# The views' definitions come from dialer.reporting.figures, like the report's and the engine's.
+# The views' definitions (and rounding) come from dialer.reporting.figures, like the report's and the engine's.
 SQLITE_VIEWS = {
     name: sql.format(calls=CALL_STATES_SQL, window_starts=sqlite_window_starts(),
-                     in_window=sqlite_window_clause("a", "w.since"))
+                     in_window=sqlite_window_clause("a", "w.since"), seconds=SECONDS_DIGITS, money=MONEY_DIGITS)
     for name, sql in SQLITE_VIEWS.items()
 }
 
