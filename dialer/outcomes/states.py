@@ -10,7 +10,7 @@ contact: pending -> dialing -> done (reached an agent)
                            \\-> exhausted (attempt cap) | invalid (unallocated number) | dnc
 attempt: placing -> placed -> completed
                  \\-> uncertain -> completed | not_placed
-                 \\-> failed (Zadarma refused it) | not_placed (never sent)
+                 \\-> failed (Zadarma refused the number) | not_placed (never sent, or refused for the account)
 ```
 """
 
