@@ -167,8 +167,18 @@ class Stack:
         self.daemons.append(proc)
         return proc
 
-    def run_daemon(self, timeout: float, *extra: str) -> subprocess.Popen[str]:
+    def run_daemon(self, timeout: float, *extra: str, start: str | tuple[str, ...] = ()) -> subprocess.Popen[str]:
+        """`dialer run --until-finished` to its end. The campaigns named in ``start`` are started once the daemon
+        runs and the simulator has verified its webhook URL: a call placed before then gets no events, and the
+        daemon's live view would count it as ringing for two minutes, stalling the pacing."""
         proc = self.start_daemon("--until-finished", *extra)
+        names = (start,) if isinstance(start, str) else start
+        if names and self.webhook_port:
+            wait_for(lambda: proc.poll() is not None or self.sim_stats()["webhooks"]["verified"], timeout=120,
+                     what="the simulator to verify the daemon's webhook URL")
+            assert self.sim_stats()["webhooks"]["verified"], self.daemon_log()[-3000:]
+        for name in names:
+            self.cli("campaign", "start", name)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -47,8 +47,7 @@ def test_campaign_runs_to_finished_and_agrees_with_truth(tmp_path: Path, webhook
                                   extra=["--abandon-action", "ivr_play:1"])
         dnc = frozenset(phones[:3])
         st.cli("dnc", "add", *dnc)
-        st.cli("campaign", "start", "e2e")
-        st.run_daemon(900)
+        st.run_daemon(900, start="e2e")
         result = _finish_and_check(st, "e2e", dnc=dnc)
         truth = result["truth"]
         assert isinstance(truth, list)

@@ -61,11 +61,14 @@ def test_metrics_equal_the_database_after_a_run_across_a_restart(tmp_path: Path)
         _campaign(st, "alpha", 60, 0)
         _campaign(st, "beta", 40, 5000)
         st.cli("campaign", "create", "idle", "--from", "442037691880")  # never started: zeros
-        for name in names:
-            st.cli("campaign", "start", name)
         url = f"http://127.0.0.1:{st.webhook_port}/metrics"
 
         first = st.start_daemon()
+        # Started once the simulator has verified the webhook URL: calls placed before then get no events, and
+        # the live view would count them as ringing for two minutes (a stalled, slow run).
+        wait_for(lambda: st.sim_stats()["webhooks"]["verified"], timeout=120, what="the webhook URL verified")
+        for name in names:
+            st.cli("campaign", "start", name)
         wait_for(lambda: len(real_calls(st.truth())) >= 15, timeout=120, what="the first calls")
         first.send_signal(signal.SIGKILL)  # whatever it counted in memory is gone
         first.wait(10)

@@ -50,34 +50,35 @@ def _files(argv: list[str], st: Stack) -> list[str]:
     return out
 
 
-def _cli(st: Stack, argv: list[str]) -> str:
+def _line(st: Stack, argv: list[str]) -> str:
+    """A README line that needs no process of its own, run in-process."""
     return st.cli(*_files(argv, st)[1:]).stdout
 
 
 def _api_balance(st: Stack, argv: list[str]) -> None:
-    assert "100" in _cli(st, argv)
+    assert "100" in _line(st, argv)
 
 
 def _db_upgrade(st: Stack, argv: list[str]) -> None:
-    _cli(st, argv)
+    _line(st, argv)
 
 
 def _load(st: Stack, argv: list[str]) -> None:
-    out = _cli(st, [*argv, *LOAD_EXTRAS])
+    out = _line(st, [*argv, *LOAD_EXTRAS])
     assert "Loaded 30, rejected 0" in out, out
 
 
 def _dnc_import(st: Stack, argv: list[str]) -> None:
-    _cli(st, argv)
+    _line(st, argv)
 
 
 def _show(st: Stack, argv: list[str]) -> None:
-    out = _cli(st, argv)
+    out = _line(st, argv)
     assert "spring" in out and "predictive" in out, out
 
 
 def _start(st: Stack, argv: list[str]) -> None:
-    _cli(st, argv)
+    _line(st, argv)
     assert st.campaign("spring").state == "running"
 
 
@@ -126,11 +127,11 @@ def _status_watch(st: Stack, argv: list[str]) -> None:
 
 
 def _reconcile(st: Stack, argv: list[str]) -> None:
-    assert "statistics requests:" in _cli(st, argv)
+    assert "statistics requests:" in _line(st, argv)
 
 
 def _report(st: Stack, argv: list[str]) -> None:
-    out = _cli(st, argv)
+    out = _line(st, argv)
     assert "Campaign spring" in out
     book = openpyxl.load_workbook(st.tmp / "spring.xlsx", read_only=True)
     summary = {row[2]: row[1] for row in book["Summary"].iter_rows(min_row=2, values_only=True)}

@@ -275,6 +275,7 @@ def test_only_a_refusal_about_the_number_counts_against_the_contact(
         assert w.campaigns()[0].state == CampaignState.RUNNING and w.campaigns()[0].pause_reason is None
 
 
+@pytest.mark.slow  # twenty simulated minutes of lag are tens of wall seconds at least: a soak, not a quick check
 def test_statistics_twenty_minutes_late_never_ring_a_number_over_its_cap(
     db: DbEngine, start_simulator: Callable[..., RunningSimulator]
 ) -> None:
