@@ -28,7 +28,7 @@ from dialer.dialing import engine as engine_mod
 from dialer.dialing.engine import Engine
 from dialer.ingest import campaigns
 from dialer.models import Attempt, Campaign, Contact, utcnow
-from dialer.outcomes.states import LIVE_ATTEMPT_STATES, AttemptState, ContactState
+from dialer.outcomes.states import LIVE_ATTEMPT_STATES, AttemptState, CampaignState, ContactState
 from dialer.zadarma import ZadarmaClient
 from tests import test_db_postgres
 from tests.e2e import stack
@@ -254,9 +254,7 @@ def test_three_campaigns_with_one_list_never_ring_a_number_twice_at_once(tmp_pat
         names = ("one", "two", "three")
         for name in names:
             st.make_campaign(name, 60, agents=5, pacing="ratio:2")
-        for name in names:
-            st.cli("campaign", "start", name)
-        st.run_daemon(300)
+        st.run_daemon(300, start=names)
         truth = st.wait_truth_settled()
         calls = real_calls(truth)
         spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -276,5 +274,5 @@ def test_three_campaigns_with_one_list_never_ring_a_number_twice_at_once(tmp_pat
         assert len(rung_by) == 60 and all(len(v) == 3 for v in rung_by.values()), rung_by
         check_invariants(truth, attempts, contacts, st.campaign("one"),
                          rate_limited=int(st.sim_stats()["rate_limited_total"]))
-        assert {st.campaign(n).state for n in names} == {"finished"}
+        assert {st.campaign(n).state for n in names} == {CampaignState.FINISHED}
         assert len(contacts) == 180

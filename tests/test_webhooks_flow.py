@@ -14,6 +14,7 @@ from dialer.metrics import Metrics
 from dialer.models import Attempt, Contact, DncEntry
 from dialer.outcomes.events import WebhookProcessor, customer_phone, dedup_key
 from dialer.outcomes.routing import abandon_answer
+from dialer.outcomes.states import AttemptState, ContactState
 from tests.webhooks_support import T0, answer, at, end, internal, make_db, out_end, out_start, seed, start
 
 
@@ -141,12 +142,15 @@ def test_no_free_agent_plays_abandon_message(world) -> None:  # type: ignore[no-
     assert answers[1] == {"redirect": "101", "caller_name": "Customer 1"}
     assert answers[2] == {"ivr_play": "777"}
     a = _attempt(world, s.attempt_ids[2])
-    assert (a.state, a.answered, a.connected, a.abandoned) == ("completed", True, False, True)
-    assert _contact(world, s.contact_ids[2]).last_disposition == "abandoned"
-    # The PBX then ends the leg with nobody: still abandoned, counted once.
+    # Abandoned, but the customer is still on the line hearing the message: the attempt stays live, so the number
+    # stays locked against every other campaign until the call ends.
+    assert (a.state, a.answered, a.connected, a.abandoned) == (AttemptState.PLACED, True, False, True)
+    assert _contact(world, s.contact_ids[2]).state == ContactState.DIALING
+    # The PBX then ends the leg with nobody: the attempt ends abandoned, counted once.
     p.process(end(s.phones[2], "a2", "", "cancel", 8, 5), at(15), True)
     a = _attempt(world, s.attempt_ids[2])
-    assert a.abandoned is True and a.connected is False
+    assert (a.state, a.answered, a.connected, a.abandoned) == (AttemptState.COMPLETED, True, False, True)
+    assert _contact(world, s.contact_ids[2]).last_disposition == "abandoned"
     metrics = Metrics(db=world).render()  # the counters are the database's
     assert f'dialer_calls_abandoned_total{{campaign="{s.campaign_id}",campaign_name="spring"}} 1\n' in metrics
     finished = live.drain_finished(s.campaign_id)

@@ -148,6 +148,13 @@ _SET_PBX = (
     .where(_ATTEMPT.c.id == sa.bindparam("aid"), _ATTEMPT.c.pbx_call_id.is_(None))
     .values(pbx_call_id=sa.bindparam("pbx"))
 )
+# An abandoned customer is still on the line while the abandon action plays: what is known is written now, and the
+# attempt stays live (the number stays locked) until the call's end event or the statistics end it.
+_ABANDONING = (
+    sa.update(_ATTEMPT)
+    .where(_ATTEMPT.c.id == sa.bindparam("aid"), _ATTEMPT.c.state.in_(LIVE_ATTEMPT_STATES))
+    .values(answered=True, connected=False, abandoned=True, ring_seconds=sa.bindparam("ring"))
+)
 _REF_CACHE = 5_000
 
 
@@ -416,7 +423,9 @@ class WebhookProcessor:
         received_at: datetime,
         notify: list[int],
     ) -> dict[str, Any]:
-        """NOTIFY_START: the answer that routes the caller; our customer nobody can take ends the attempt here."""
+        """NOTIFY_START: the answer that routes the caller. Our customer nobody can take is abandoned here, but the
+        attempt ends only with the call (NOTIFY_END, or the statistics): until then the number stays locked, so no
+        other campaign rings it while the abandon message plays."""
         if ref is None or ref.state not in LIVE_ATTEMPT_STATES:
             return caller_answer(session, phone)
         now = received_at.timestamp()
@@ -435,8 +444,7 @@ class WebhookProcessor:
         info = self._campaign_info(session, ref.campaign_id)
         finished = self.live.abandoned(ref.id, now)
         ring = self._world(finished.ring_s) if finished is not None else None
-        outcome = _abandoned(ring, ref.pbx_call_id or pbx, received_at)
-        self._complete(session, ref, outcome, received_at)
+        session.connection().execute(_ABANDONING, {"aid": ref.id, "ring": ring})
         log_event(
             log,
             logging.INFO,
