@@ -13,7 +13,20 @@ import typer
 from typer.core import TyperOption
 
 from dialer import __version__
-from dialer.commands import api, bench, campaign, campaign_edit, db, demo, dnc, report, run, sim, webhooks
+from dialer.commands import (
+    agent,
+    api,
+    bench,
+    campaign,
+    campaign_edit,
+    db,
+    demo,
+    dnc,
+    report,
+    run,
+    sim,
+    webhooks,
+)
 from dialer.commands.common import DAILY, DEVELOPER, OPERATIONS, SETUP, PanelGroup
 from dialer.commands.errors import one_line_errors
 from dialer.logs import setup_logging
@@ -75,6 +88,9 @@ app.command("status", rich_help_panel=DAILY)(run.status)
 app.command("report", rich_help_panel=DAILY)(report.report)
 campaign_edit.register(campaign.app)
 app.add_typer(campaign.app, name="campaign", rich_help_panel=DAILY)
+app.add_typer(agent.app, name="agent", rich_help_panel=DAILY)
+app.command("disposition", rich_help_panel=DAILY)(agent.disposition)
+app.add_typer(agent.callbacks_app, name="callbacks", rich_help_panel=DAILY)
 app.add_typer(dnc.app, name="dnc", rich_help_panel=SETUP)
 app.add_typer(db.app, name="db", rich_help_panel=SETUP)
 app.command("reconcile", rich_help_panel=OPERATIONS)(run.reconcile)

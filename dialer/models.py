@@ -17,7 +17,9 @@ from sqlmodel import Field, SQLModel
 
 from dialer.outcomes.states import (
     LIVE_ATTEMPT_STATES,
+    AgentState,
     AttemptState,
+    CallbackState,
     CampaignState,
     ContactState,
     sql_list,
@@ -102,6 +104,8 @@ class Campaign(SQLModel, table=True):
     default_region: str | None = None
     timezone: str = "UTC"
     abandon_action: str = "hangup"
+    # With agents (dialer.agents): how long an agent stays in wrap-up after a call unless a disposition ends it.
+    wrapup_s: int = Field(default=60, nullable=False, sa_column_kwargs={"server_default": "60"})
     state: str = Field(default=CampaignState.DRAFT.value, index=True)
     pause_reason: str | None = None
     # Why the daemon is or is not dialling it (dialer.dialing.why), written by the engine when it changes:
@@ -186,6 +190,12 @@ class Attempt(SQLModel, table=True):
     pbx_call_id: str | None = Field(default=None, index=True)
     live: bool = Field(default=True, nullable=False)
     updated_at: datetime = _created()
+    # The agent session the customer was routed to (``agent`` above is the PBX extension Zadarma reports), and
+    # that agent's verdict on the call (``disposition`` above is Zadarma's): a campaign's disposition code.
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True, ondelete="SET NULL")
+    agent_disposition: str | None = None
+    agent_note: str | None = None
+    disposition_at: datetime | None = _ts()
 
 
 class DncEntry(SQLModel, table=True):
@@ -252,3 +262,116 @@ class EventLog(SQLModel, table=True):
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id", ondelete="SET NULL")
     kind: str = Field(nullable=False)
     message: str = Field(nullable=False)
+
+
+# --- agents (dialer.agents; their states and moves: dialer.outcomes.agent_states) ------------------------------
+
+# A login names one agent among those not removed (a removed agent's row stays for its history).
+_ACTIVE_AGENT = "removed_at IS NULL"
+
+
+class Agent(SQLModel, table=True):
+    """A person at a PBX extension. ``state`` and the columns after it are the current session, moved only by
+    ``dialer.outcomes.agent_states`` (which writes an ``AgentEvent`` for every change)."""
+
+    __tablename__ = "agent"
+    __table_args__ = (
+        sa.Index("uq_agent_login", "login", unique=True, sqlite_where=sa.text(_ACTIVE_AGENT),
+                 postgresql_where=sa.text(_ACTIVE_AGENT)),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(nullable=False)
+    name: str = Field(nullable=False)
+    extension: str = Field(nullable=False, index=True)
+    # ``scrypt$N$r$p$salt$hash`` (dialer.agents.accounts): never the PIN itself.
+    pin_hash: str = Field(nullable=False)
+    state: str = Field(default=AgentState.LOGGED_OUT.value, nullable=False)
+    pause_code: str | None = None
+    state_since: datetime = _created()
+    # The call the agent is on or last handled (no foreign key: attempts point at agents).
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", ondelete="SET NULL")
+    attempt_id: int | None = None
+    wrapup_until: datetime | None = _ts()
+    # A pause or logout asked for during a call: applied when the call ends.
+    pending_state: str | None = None
+    pending_code: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    removed_at: datetime | None = _ts()
+
+
+class AgentCampaign(SQLModel, table=True):
+    """Which campaigns an agent works. A campaign with agents paces for their presence; one without any keeps its
+    configured agent count."""
+
+    __tablename__ = "agent_campaign"
+
+    agent_id: int = Field(foreign_key="agent.id", primary_key=True, ondelete="CASCADE")
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True, index=True, ondelete="CASCADE")
+
+
+class AgentEvent(SQLModel, table=True):
+    """One change of an agent's state: time in each state (and in each pause code) is read off these rows."""
+
+    __tablename__ = "agent_event"
+    __table_args__ = (sa.Index("ix_agent_event_agent_at", "agent_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", nullable=False, ondelete="CASCADE")
+    at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    from_state: str = Field(nullable=False)
+    to_state: str = Field(nullable=False)
+    # The pause code of ``to_state`` (paused), else None.
+    pause_code: str | None = None
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id", ondelete="SET NULL")
+    attempt_id: int | None = Field(default=None, foreign_key="attempt.id", ondelete="SET NULL")
+    reason: str = Field(default="", nullable=False)
+
+
+class PauseCode(SQLModel, table=True):
+    """A campaign's own pause codes; a campaign without rows uses the defaults (dialer.outcomes.codes)."""
+
+    __tablename__ = "pause_code"
+    __table_args__ = (sa.UniqueConstraint("campaign_id", "code"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False, ondelete="CASCADE")
+    code: str = Field(nullable=False)
+    label: str = Field(nullable=False)
+
+
+class DispositionCode(SQLModel, table=True):
+    """A campaign's own dispositions; a campaign without rows uses the defaults (dialer.outcomes.codes)."""
+
+    __tablename__ = "disposition_code"
+    __table_args__ = (sa.UniqueConstraint("campaign_id", "code"), sa.UniqueConstraint("campaign_id", "hotkey"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False, ondelete="CASCADE")
+    code: str = Field(nullable=False)
+    label: str = Field(nullable=False)
+    hotkey: int = Field(nullable=False)
+    meaning: str = Field(nullable=False)
+
+
+class Callback(SQLModel, table=True):
+    """A callback an agent scheduled. ``due_at`` is the time asked for; ``next_try_at`` the earliest it may be
+    placed (moved by the redial lock and the calling window). ``agent_id``: only that agent takes it."""
+
+    __tablename__ = "callback"
+    __table_args__ = (sa.Index("ix_callback_due", "campaign_id", "state", "next_try_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", nullable=False, ondelete="CASCADE")
+    contact_id: int = Field(foreign_key="contact.id", nullable=False, index=True, ondelete="CASCADE")
+    due_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    next_try_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    agent_id: int | None = Field(default=None, foreign_key="agent.id", index=True, ondelete="SET NULL")
+    state: str = Field(default=CallbackState.SCHEDULED.value, nullable=False)
+    # The attempt whose disposition asked for it, and the attempt that placed it.
+    from_attempt_id: int | None = Field(default=None, foreign_key="attempt.id", ondelete="SET NULL")
+    attempt_id: int | None = Field(default=None, foreign_key="attempt.id", index=True, ondelete="SET NULL")
+    note: str | None = None
+    created_at: datetime = _created()
+    updated_at: datetime = _created()

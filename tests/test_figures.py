@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dialer.db import open_database, session_scope
+from dialer.dialing import observing
 from dialer.dialing.engine import Engine
 from dialer.models import Attempt, Campaign, Contact, KeyValue
 from dialer.outcomes.states import AttemptState, CampaignState, ContactState
@@ -80,7 +81,7 @@ def test_report_sqlite_views_and_engine_agree(tmp_path: Path, window: str) -> No
             campaign = s.get(Campaign, cid)
         assert campaign is not None
         rt = dialing.runtime(campaign)
-        dialing._refresh_counts(campaign, rt, NOW.timestamp())
+        observing.refresh_counts(engine, campaign, rt, NOW.timestamp(), dialing.config.counts_refresh_s)
     finally:
         dialing.close(timeout=0)
 

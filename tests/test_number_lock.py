@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 
 from alembic import command
 from dialer import db
-from dialer.dialing import engine as engine_mod
+from dialer.dialing import claiming
 from dialer.dialing.engine import Engine
 from dialer.ingest import campaigns
 from dialer.models import Attempt, Campaign, Contact, utcnow
@@ -128,7 +128,7 @@ def test_a_lost_race_costs_only_that_contact(
         rows = s.exec(select(Contact).where(col(Contact.id).in_(read_early))).all()
         return sorted(rows, key=lambda r: read_early.index(r.id))
 
-    monkeypatch.setattr(engine_mod, "next_due_contacts", stale)
+    monkeypatch.setattr(claiming, "next_due_contacts", stale)
     got = eng.claim(_campaign_row(dbe, b), 10)
     # The claimed attempts are whole and usable after the claim's session has closed.
     assert sorted(x.phone for x in got) == sorted(["+447700900099", SHARED[0], SHARED[2]])

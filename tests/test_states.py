@@ -9,19 +9,31 @@ from dialer.outcomes.states import (
     CAMPAIGN_ACTIONS,
     FINAL_CONTACT_STATES,
     TERMINAL_CAMPAIGN_STATES,
+    AgentState,
     AttemptState,
+    CallbackState,
     CampaignState,
     ContactState,
 )
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dialer"
-STATE_NAMES = {s.value for enum in (CampaignState, ContactState, AttemptState) for s in enum}
+STATE_NAMES = {s.value for enum in (CampaignState, ContactState, AttemptState, AgentState, CallbackState) for s in enum}
+# The live view of calls and PBX extensions has its own states (dialer.dialing.live_types: a call rings, an extension
+# talks or wraps up, whatever its agent session says) and reports them under those names.
+_LIVE_VIEW = "the live state's own call and extension states, or the keys of its snapshot (not agent sessions')"
 # Words that are state names in our machine but mean something else here, each with the reason it stays.
 NOT_OUR_STATES = {
     ("cli.py", "dnc"): "the name of the `dialer dnc` command group",
     ("ingest/phones.py", "invalid"): "phonenumbers' number-length verdict, not a contact state",
     ("dialing/status.py", "running"): "the daemon's own state (DaemonState), not a campaign's",
     ("dialing/status.py", "stopped"): "the daemon's own state (DaemonState), not a campaign's",
+    ("models.py", "callback"): "the name of the table of scheduled callbacks",
+    ("commands/agent.py", "ready"): "the name of the `dialer agent ready` command",
+    ("ingest/campaigns.py", "wrapup"): "the name of the campaign setting (the wrap-up limit)",
+    ("ingest/typed_settings.py", "wrapup"): "the name of the campaign setting (the wrap-up limit)",
+    **{(path, name): _LIVE_VIEW for path in ("dialing/live_types.py", "dialing/live.py", "dialing/status.py",
+                                             "commands/run.py", "demo.py")
+       for name in ("ringing", "talking", "wrapup")},
 }
 
 

@@ -467,7 +467,8 @@ def set_(
 ) -> None:
     """Change campaign settings (keys: from, sip, agents, extensions, pacing, abandon_target, abandon_window,
     max_attempts, retry_busy, retry_no_answer, retry_failed, retry_abandoned, window, window_start, window_end,
-    weekdays, holidays, region, timezone, abandon_action).
+    weekdays, holidays, region, timezone, abandon_action, wrapup: an agent's wrap-up limit, e.g. 45s, for
+    campaigns with agents).
 
     A change to the window, weekdays, holidays, timezone, retry delays or max_attempts re-plans the contacts
     waiting to be dialled at once: each gets the earliest next attempt the new rules allow (never before the

@@ -24,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import col, func, select
 
+from dialer.agents.presence import campaigns_with_agents
 from dialer.db import open_database, session_scope
 from dialer.dialing.daemon_lock import DaemonLock, acquire_daemon_lock
 from dialer.dialing.engine import Engine, EngineConfig
@@ -203,12 +204,15 @@ class Daemon:
             log_event(log, logging.INFO, "stopped pacing campaign", campaign_id=cid)
 
     def _configure_live(self, campaign_ids: set[int]) -> None:
-        """Tell the live state which agents each running campaign has (they may change with `campaign set`)."""
+        """Tell the live state which agents each running campaign has (they may change with `campaign set`).
+        A campaign with agent sessions is the engine's to sync, every tick (dialer.dialing.observing)."""
         with session_scope(self.db, write=False) as s:
             campaigns = s.exec(select(Campaign).where(col(Campaign.id).in_(campaign_ids))).all()
+            teams = campaigns_with_agents(s, campaign_ids)
         now = time.time()
         for c in campaigns:
-            self.live.configure_campaign(c.id, extensions=tuple(c.agent_extensions), agents=c.agents, now=now)
+            if c.id not in teams:
+                self.live.configure_campaign(c.id, extensions=tuple(c.agent_extensions), agents=c.agents, now=now)
 
     def tick_now(self, campaign_id: int) -> None:
         """Something pacing cares about happened (an answer, an end): tick now, not at the next second."""

@@ -14,37 +14,47 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import col, select
 
+from dialer.agents.presence import TeamPresence
 from dialer.db import session_scope
-from dialer.dialing.why_store import Explainer
-from dialer.ingest.campaigns import next_due_contacts
-from dialer.ingest.phones import callable_now, next_window_start
+from dialer.dialing import claiming
+from dialer.dialing.observing import (
+    CampaignRuntime,
+    LiveSource,
+    Observed,
+    ObserveHook,
+    configured_agents,
+    observe,
+)
 from dialer.kv import add_to_value
 from dialer.logs import log_event
-from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.models import Agent, Attempt, Campaign, Contact, EventLog, utcnow
 from dialer.outcomes.refusals import pause_for_refusal
-from dialer.outcomes.states import LIVE_ATTEMPT_STATES, OPEN_CONTACT_STATES, AttemptState, CampaignState
+from dialer.outcomes.states import (
+    LIVE_ATTEMPT_STATES,
+    OPEN_CONTACT_STATES,
+    AgentState,
+    AttemptState,
+    CampaignState,
+)
 from dialer.outcomes.transitions import (
     attempt_not_placed,
     attempt_placed,
     attempt_uncertain,
     attempts_in_flight_uncertain,
-    claim_contact,
     fail_attempt,
     placing_attempts,
 )
 from dialer.pacing import make_policy
-from dialer.pacing.base import Policy, why_held
-from dialer.pacing.observation import FinishedCall, Observation
-from dialer.reporting.figures import ABANDON_WINDOWS, agent_seconds_key, call_counts, window_start
+from dialer.pacing.base import why_held
+from dialer.pacing.observation import Observation
+from dialer.reporting.figures import agent_seconds_key
 from dialer.zadarma import (
     GENERAL,
     AmbiguousError,
@@ -57,14 +67,7 @@ from dialer.zadarma import (
 )
 
 log = logging.getLogger("dialer.engine")
-
-
-class LiveSource(Protocol):
-    """What the engine needs from the webhook live state (dialer.dialing.live.LiveState)."""
-
-    def call_placed(self, campaign_id: int, attempt_id: int, phone: str, placed_at: float) -> None: ...
-
-    def call_failed(self, campaign_id: int, attempt_id: int) -> None: ...
+_DISPOSING = (AgentState.RINGING, AgentState.TALKING, AgentState.WRAPUP)
 
 
 @dataclass
@@ -93,23 +96,9 @@ class TickResult:
     failed: int = 0
     not_placed: int = 0
     skipped_window: int = 0
-
-
-@dataclass
-class _CampaignRuntime:
-    policy: Policy
-    pacing: str
-    last_finished_id: int = 0
-    counts_at: float = 0.0
-    answered_window: int = 0
-    abandoned_window: int = 0
-    answered_today: int = 0
-    abandoned_today: int = 0
-    last_tick: float = 0.0
-    agent_seconds: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # Why the campaign is (not) dialling, kept between ticks: stored and logged when it changes.
-    why: Explainer = field(default_factory=Explainer)
+    callbacks: int = 0  # of the claimed, scheduled callbacks
+    agents: int = 0  # what pacing saw: agents logged in (and not paused), and idle
+    idle: int = 0
 
 
 @dataclass
@@ -122,9 +111,6 @@ class _Sent:
     # Set when Zadarma refused the callback: whom the refusal is about, and what it said.
     refusal: Refusal | None = None
     said: str = ""
-
-
-ObserveHook = Callable[[Campaign, float], Observation | None]
 
 
 class Engine:
@@ -147,7 +133,7 @@ class Engine:
         # Returns the live (webhook) observation of a campaign, or None when live data is unavailable.
         self.live_observer = live_observer
         self.clock = clock
-        self._runtime: dict[int, _CampaignRuntime] = {}
+        self._runtime: dict[int, CampaignRuntime] = {}
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=self.config.place_workers, thread_name_prefix="place")
         self._inflight: set[int] = set()
@@ -216,11 +202,11 @@ class Engine:
         self._running_count = max(1, len(ids))
         return [i for i in ids if i is not None]
 
-    def runtime(self, campaign: Campaign) -> _CampaignRuntime:
+    def runtime(self, campaign: Campaign) -> CampaignRuntime:
         assert campaign.id is not None
         rt = self._runtime.get(campaign.id)
         if rt is None or rt.pacing != campaign.pacing:
-            rt = _CampaignRuntime(make_policy(campaign.pacing, campaign.abandon_target), campaign.pacing)
+            rt = CampaignRuntime(make_policy(campaign.pacing, campaign.abandon_target), campaign.pacing)
             self._runtime[campaign.id] = rt
         return rt
 
@@ -243,17 +229,21 @@ class Engine:
             return result  # the previous tick of this campaign is still placing
         try:
             now = self.clock()
+            seen = self.observe(campaign, rt, now)
+            obs, team = seen.obs, seen.team
+            agents = team.working if team is not None else configured_agents(campaign)
             if rt.last_tick:
-                rt.agent_seconds += max(0.0, now - rt.last_tick) * _agents(campaign) * self.config.time_scale
+                rt.agent_seconds += max(0.0, now - rt.last_tick) * agents * self.config.time_scale
             rt.last_tick = now
-            obs = self.observe(campaign, rt, now)
             n = max(0, min(rt.policy.decide(obs), obs.budget))
-            result.decided = n
+            if team is not None and team.working == 0:
+                n = 0  # agents, but none logged in and not paused: no call, whatever the policy says
+            result.decided, result.agents, result.idle = n, obs.agents_logged_in, obs.idle
             if n and not self.stopping:
                 attempts = self.claim(campaign, n, result)
                 result.claimed = len(attempts)
                 self._place_all(campaign, attempts, result)
-            self._explain(campaign, rt, obs, n, result, now)
+            self._explain(campaign, rt, obs, n, result, now, team)
             if not result.claimed and not self._has_work(campaign_id):
                 self._finish(campaign_id)
         finally:
@@ -263,133 +253,48 @@ class Engine:
                       placed=result.placed, uncertain=result.uncertain, failed=result.failed)
         return result
 
-    def _explain(self, campaign: Campaign, rt: _CampaignRuntime, obs: Observation, n: int, result: TickResult,
-                 now: float) -> None:
+    def _explain(self, campaign: Campaign, rt: CampaignRuntime, obs: Observation, n: int, result: TickResult,
+                 now: float, team: TeamPresence | None) -> None:
         """Why this tick placed what it placed (dialer.dialing.why); never lets a fault there stop the dialling."""
         try:
             rt.why.update(
                 self.db, campaign, now, obs, decided=n, claimed=result.claimed, skipped_window=result.skipped_window,
                 policy_reason=why_held(rt.policy, obs) if n == 0 else "",
                 budget_reset_in=self.client.budget.reset_in(GENERAL) if obs.budget <= 0 else None,
+                team=team.describe() if team is not None else None,
             )
         except Exception:
             log.exception("could not work out why campaign %s is (not) dialling", campaign.name)
 
-    # -- observe -------------------------------------------------------------------------------------
+    # -- observe and claim (dialer.dialing.observing, dialer.dialing.claiming) ----------------------------
 
-    def observe(self, campaign: Campaign, rt: _CampaignRuntime, now: float) -> Observation:
-        budget = self.budget_share()
-        self._refresh_counts(campaign, rt, now)
-        tz = _zone(campaign.timezone)
-        local = datetime.fromtimestamp(now, tz)
-        time_of_day = local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
-        common: dict[str, Any] = {
-            "answered_window": rt.answered_window,
-            "abandoned_window": rt.abandoned_window,
-            "answered_today": rt.answered_today,
-            "abandoned_today": rt.abandoned_today,
-            "budget": budget,
-            "time_of_day": time_of_day,
-        }
-        live_obs = self.live_observer(campaign, now) if self.live_observer else None
-        if live_obs is not None:
-            return _replace(live_obs, **common)
-        # No real-time events: every call whose outcome we do not know yet may be ringing or talking.
-        with session_scope(self.db, write=False) as s:
-            pending = s.exec(
-                select(Attempt.sent_at, Attempt.created_at).where(
-                    col(Attempt.campaign_id) == campaign.id, col(Attempt.state).in_(LIVE_ATTEMPT_STATES)
-                )
-            ).all()
-            finished_rows = s.exec(
-                select(Attempt)
-                .where(Attempt.campaign_id == campaign.id, col(Attempt.state) == AttemptState.COMPLETED,
-                       col(Attempt.id) > rt.last_finished_id)
-                .order_by(col(Attempt.id))
-            ).all()
-        if finished_rows:
-            rt.last_finished_id = max(a.id or 0 for a in finished_rows)
-        ringing = tuple(sorted((a or b).timestamp() for a, b in pending))
-        agents = _agents(campaign)
-        return Observation(
-            now=now,
-            agents_logged_in=agents,
-            idle=agents,
-            ringing_since=ringing,
-            finished=tuple(_finished(a, self.config.time_scale) for a in finished_rows),
-            live=False,
-            **common,
-        )
-
-    def _refresh_counts(self, campaign: Campaign, rt: _CampaignRuntime, now: float) -> None:
-        if now - rt.counts_at < self.config.counts_refresh_s and rt.counts_at:
-            return
-        now_dt = datetime.fromtimestamp(now, UTC)
-        window = campaign.abandon_window if campaign.abandon_window in ABANDON_WINDOWS else "30d"
-        midnight = datetime.fromtimestamp(now, _zone(campaign.timezone)).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        ).astimezone(UTC)
-        assert campaign.id is not None
-        with session_scope(self.db, write=False) as s:
-            legal = call_counts(s, campaign.id, window_start(now_dt, window))
-            today = call_counts(s, campaign.id, midnight)
-        rt.answered_window, rt.abandoned_window = legal.answered, legal.abandoned
-        rt.answered_today, rt.abandoned_today = today.answered, today.abandoned
-        rt.counts_at = now
-
-    # -- claim ---------------------------------------------------------------------------------------
+    def observe(self, campaign: Campaign, rt: CampaignRuntime, now: float) -> Observed:
+        return observe(self.db, campaign, rt, now, budget=self.budget_share(), live=self.live,
+                       live_observer=self.live_observer, time_scale=self.config.time_scale,
+                       refresh_s=self.config.counts_refresh_s)  # fmt: skip
 
     def claim(self, campaign: Campaign, n: int, result: TickResult | None = None) -> list[Attempt]:
-        """Atomically pick up to ``n`` due, callable contacts and commit an attempt in ``placing`` for each.
-
-        One person, one live call: the due query skips numbers already in a live call in any campaign, and the
-        unique index on live attempts' numbers refuses a claim that raced past it (another campaign's tick, or
-        another daemon on PostgreSQL, claimed the same number since the query read). Each claim is written in
-        its own SAVEPOINT, so a lost race costs that one contact (it stays due), never the rest of the batch.
-        """
-        assert campaign.id is not None
+        """Atomically pick up to ``n`` due calls (scheduled callbacks first) and commit an attempt in ``placing``
+        for each (``dialer.dialing.claiming``); an agent an "only me" callback is for is held for it."""
         # The engine's clock, not the wall's: which contacts are due and inside their window (tests freeze it).
         now = datetime.fromtimestamp(self.clock(), UTC)
-        claimed: list[Attempt] = []
-        lost = 0
         try:
-            with session_scope(self.db) as s:
-                candidates = next_due_contacts(
-                    s, campaign.id, now, n * self.config.claim_overfetch + 8,
-                    max_attempts=campaign.max_attempts, lock=True,
-                )
-                for contact in candidates:
-                    if len(claimed) >= n:
-                        break
-                    if not self._in_window(campaign, contact, now, s):
-                        if result is not None:
-                            result.skipped_window += 1
-                        continue
-                    attempt = _claim_one(s, contact, campaign.id, now)
-                    if attempt is None:
-                        lost += 1
-                    else:
-                        claimed.append(attempt)
+            got = claiming.claim(self.db, campaign, n, now, overfetch=self.config.claim_overfetch)
         except IntegrityError:
             # Every claim was checked in its savepoint, so this is not a number race; nothing was committed.
             log_event(log, logging.WARNING, "claim refused by the database; retrying next tick",
                       campaign=campaign.name)
             return []
-        if lost:
+        if result is not None:
+            result.skipped_window += got.skipped_window
+            result.callbacks += got.callbacks
+        if got.lost:
             log_event(log, logging.INFO, "numbers claimed elsewhere at the same moment; skipped",
-                      campaign=campaign.name, skipped=lost)
-        return claimed
-
-    def _in_window(self, campaign: Campaign, contact: Contact, now: datetime, s: Session) -> bool:
-        args = (contact.timezones, now, campaign.window_start, campaign.window_end, campaign.weekdays,
-                campaign.holidays)
-        if callable_now(*args, fallback_zone=campaign.timezone):
-            return True
-        nxt = next_window_start(*args, fallback_zone=campaign.timezone)
-        contact.next_attempt_at = nxt or (now + timedelta(days=1))
-        contact.updated_at = now
-        s.add(contact)
-        return False
+                      campaign=campaign.name, skipped=got.lost)
+        if self.live is not None:
+            for attempt_id, extension in got.holds.items():
+                self.live.hold_agent(extension, attempt_id, now.timestamp())
+        return got.attempts
 
     # -- place ---------------------------------------------------------------------------------------
 
@@ -495,7 +400,7 @@ class Engine:
                 self.live.call_placed(campaign.id or 0, item.attempt.id or 0, item.attempt.phone,
                                       (item.sent_at or now).timestamp())
             elif item.state in (AttemptState.FAILED, AttemptState.NOT_PLACED):
-                self.live.call_failed(campaign.id or 0, item.attempt.id or 0)
+                self.live.call_failed(campaign.id or 0, item.attempt.id or 0, now.timestamp())
 
     def _mark_uncertain(self, attempt_ids: set[int], reason: str) -> None:
         with session_scope(self.db) as s:
@@ -517,7 +422,15 @@ class Engine:
                     col(Attempt.campaign_id) == campaign_id, col(Attempt.state).in_(LIVE_ATTEMPT_STATES)
                 ).limit(1)
             ).first()
-            return live is not None
+            if live is not None:
+                return True
+            # An agent still on (or wrapping up) one of its calls may yet give a disposition that reopens a contact.
+            agent = s.exec(
+                select(Agent.id).where(col(Agent.campaign_id) == campaign_id, col(Agent.removed_at).is_(None),
+                                       col(Agent.state).in_(_DISPOSING))
+                .limit(1)
+            ).first()  # fmt: skip
+            return agent is not None
 
     def _finish(self, campaign_id: int) -> None:
         with session_scope(self.db) as s:
@@ -536,53 +449,3 @@ class Engine:
             for cid, rt in self._runtime.items():
                 delta, rt.agent_seconds = rt.agent_seconds, 0.0
                 add_to_value(s, agent_seconds_key(cid), delta)
-
-
-def _claim_one(s: Session, contact: Contact, campaign_id: int, now: datetime) -> Attempt | None:
-    """Claim one contact inside a SAVEPOINT; None if the live-call index refused it (its number is in a call).
-
-    ``begin_nested`` flushes earlier work first, so a rollback here undoes only this contact's claim (the ORM
-    expires the contact, which reloads as it was) and the batch's other claims stand."""
-    try:
-        with s.begin_nested():
-            attempt = claim_contact(contact, campaign_id, now)
-            s.add(contact)
-            s.add(attempt)
-    except IntegrityError:
-        return None
-    return attempt
-
-
-def _agents(campaign: Campaign) -> int:
-    return len(campaign.agent_extensions) or max(1, campaign.agents)
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name or "UTC")
-    except Exception:
-        return ZoneInfo("UTC")
-
-
-def _finished(a: Attempt, time_scale: float = 1.0) -> FinishedCall:
-    """A stored call as pacing sees it: on the wall clock, so a sped-up world's stored (world) seconds are
-    scaled down."""
-    start = (a.placed_at or a.sent_at or a.created_at).timestamp()
-    end = (a.finished_at or a.updated_at).timestamp()
-    talk = float(a.talk_seconds or 0.0) / time_scale
-    return FinishedCall(
-        placed_at=start,
-        ended_at=max(end, start),
-        answered=bool(a.answered),
-        connected=bool(a.connected),
-        abandoned=bool(a.abandoned),
-        ring_s=float(a.ring_seconds) / time_scale if a.ring_seconds is not None else max(0.0, end - start - talk),
-        talk_s=talk,
-        disposition=a.disposition or "",
-    )
-
-
-def _replace(obs: Observation, **changes: Any) -> Observation:
-    from dataclasses import replace
-
-    return replace(obs, **changes)

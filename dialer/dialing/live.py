@@ -13,6 +13,10 @@ Call states: ``ringing`` (placed, customer not answered yet) -> ``waiting`` (cus
 agent yet) -> ``routed`` (an agent was named by our ``redirect`` or rings, NOTIFY_INTERNAL) -> ``talking``
 (NOTIFY_ANSWER) -> ``ended``. In a ``LiveView`` a routed call's agent counts as talking (the agent is taken) and the
 call is not waiting, so a pacing policy never counts one answered customer twice.
+
+The agents' side (presence, reservations, holds, wrap-ups) is ``dialer.dialing.live_agents.AgentSide``, this class's
+base. A campaign with agent sessions (``dialer.agents``) has its extensions and their presence set by the engine each
+tick (``sync_team``), and ``route`` is told which of them the sessions say are ready.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from dialer.dialing.live_agents import AgentSide
 from dialer.dialing.live_types import (
     AGENT_TALKING,
     ANSWERED_UNKNOWN,
     ENDED,
     IDLE,
+    MAX_UNDRAINED,
     OFFLINE,
     RESERVED,
     RINGING,
@@ -48,11 +54,9 @@ KEEP_ENDED_S = 900.0
 RESERVATION_TIMEOUT_S = 60.0
 # A talking agent whose END was lost is freed after this; no real call-centre call lasts 4 hours.
 STALE_TALK_S = 4 * 3600.0
-# Finished calls kept for a reader that does not drain them.
-MAX_UNDRAINED = 10_000
 
 
-class LiveState:
+class LiveState(AgentSide):
     """Thread-safe live state of every campaign: the model is in the module docstring, records in live_types."""
 
     def __init__(
@@ -105,15 +109,6 @@ class LiveState:
             camp = self._campaigns.get(campaign_id)
             return camp is not None and camp.configured
 
-    def set_agent_online(self, extension: str, online: bool, now: float) -> None:
-        """Presence from another source (e.g. ``/v1/pbx/internal/<N>/status/`` polling)."""
-        with self._lock:
-            agent = self._agent(extension, now)
-            if not online:
-                agent.state, agent.since = OFFLINE, now
-            elif agent.state == OFFLINE:
-                agent.state, agent.since, agent.idle_since = IDLE, now, now
-
     def subscribe(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """``callback(campaign_id)`` runs (on the webhook worker thread, outside any lock) when a customer answers,
         an agent answers or a call ends. Returns a function that unsubscribes."""
@@ -145,9 +140,13 @@ class LiveState:
             if self._placed_since_event is None:
                 self._placed_since_event = placed_at
 
-    def call_failed(self, campaign_id: int, attempt_id: int) -> None:
-        """The callback was refused or certainly never placed: forget the call (no FinishedCall)."""
+    def call_failed(self, campaign_id: int, attempt_id: int, now: float | None = None) -> None:
+        """The callback was refused or certainly never placed: forget the call (no FinishedCall) and free an agent
+        held for it."""
         with self._lock:
+            held = self._held_for(attempt_id)
+            if held is not None:
+                self._release_hold(attempt_id, self._agents[held].since if now is None else now)
             call = self._calls.pop(attempt_id, None)
             if call is not None:
                 for pbx in call.pbx_ids:
@@ -350,6 +349,7 @@ class LiveState:
                     call.state, call.answered_at = ANSWERED_UNKNOWN, now
                 return None
             call.state, call.ended_at = ENDED, now
+            self._release_hold(attempt_id, now)
             return self._emit(
                 call,
                 FinishedCall(
@@ -366,27 +366,38 @@ class LiveState:
                 call.answered_at = call.answered_at or now
 
     def route(
-        self, campaign_id: int, attempt_id: int, pbx_call_id: str | None, now: float
+        self, campaign_id: int, attempt_id: int, pbx_call_id: str | None, now: float,
+        allowed: frozenset[str] | None = None,
     ) -> tuple[str, str | None]:
         """Pick the agent for an answered customer and reserve them.
 
-        Returns ("agent", extension) for the longest-idle free agent of the call's campaign, ("pbx", None) when
-        agents are free but not known by extension (count-only campaign: let the PBX choose), or ("none", None)
-        when nobody is free.
+        Returns ("agent", extension) for the agent held for this call ("only me") or else the longest-idle free
+        agent of the call's campaign, ("pbx", None) when agents are free but not known by extension (count-only
+        campaign: let the PBX choose), or ("none", None) when nobody is free. ``allowed``: the extensions whose
+        agent sessions are ready (None: a campaign without sessions); no one else is chosen.
         """
         with self._lock:
             self._sweep(now, force=True)
             call = self._calls.get(attempt_id)
+            for ext in allowed or ():
+                if ext in self._agents:
+                    self._admit(self._agents[ext], now)
+            held = self._held_for(attempt_id)
+            if held is not None and allowed is not None and held not in allowed:
+                self._release_hold(attempt_id, now)
+                held = None
             view = self.view(campaign_id, now)
-            if view.idle_agents:
-                ext = view.idle_agents[0][0]
+            idle = [ext for ext, _ in view.idle_agents if allowed is None or ext in allowed]
+            if held is not None or idle:
+                ext = held if held is not None else idle[0]
                 agent = self._agents[ext]
+                agent.held = False
                 agent.state, agent.since = RESERVED, now
                 agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
                 if call is not None:
                     call.state, call.agent = ROUTED, ext
                 return "agent", ext
-            if view.idle > 0:
+            if view.idle > 0 and allowed is None:
                 return "pbx", None
             return "none", None
 
@@ -411,40 +422,6 @@ class LiveState:
                     "answered",
                 ),
             )
-
-    def agent_ringing(
-        self, pbx_call_id: str | None, extension: str, now: float, attempt_id: int | None
-    ) -> None:
-        """NOTIFY_INTERNAL: the PBX rings ``extension`` for this call: that agent is taken."""
-        with self._lock:
-            call = self._calls.get(attempt_id) if attempt_id is not None else None
-            if call is not None:
-                self._learn(call.campaign_id, extension)
-                if call.state in (RINGING, WAITING, ANSWERED_UNKNOWN):
-                    call.state, call.agent = ROUTED, extension
-                    call.answered_at = call.answered_at or now
-            agent = self._agent(extension, now)
-            if agent.state in (IDLE, WRAPUP):
-                self._finish_wrapup(agent, now)
-                agent.state, agent.since = RESERVED, now
-                agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
-
-    def agent_answered(
-        self, pbx_call_id: str | None, extension: str, now: float, attempt_id: int | None
-    ) -> None:
-        """NOTIFY_ANSWER: ``extension`` talks to the caller from now."""
-        with self._lock:
-            call = self._calls.get(attempt_id) if attempt_id is not None else None
-            if call is not None:
-                self._learn(call.campaign_id, extension)
-                if call.agent and call.agent != extension:
-                    self._release(call.agent, pbx_call_id, attempt_id, now)
-                call.state, call.agent, call.connected_at = TALKING, extension, now
-                call.answered_at = call.answered_at or now
-            agent = self._agent(extension, now)
-            self._finish_wrapup(agent, now)
-            agent.state, agent.since = AGENT_TALKING, now
-            agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
 
     def call_ended(
         self,
@@ -507,24 +484,6 @@ class LiveState:
 
     # --- internals --------------------------------------------------------------------------------------
 
-    def _campaign(self, campaign_id: int) -> CampaignRecord:
-        camp = self._campaigns.get(campaign_id)
-        if camp is None:
-            wrap = self._wrapup_map.get(campaign_id, self._default_wrapup)
-            camp = self._campaigns[campaign_id] = CampaignRecord(campaign_id, wrapup_s=wrap)
-        return camp
-
-    def _agent(self, extension: str, now: float) -> AgentRecord:
-        agent = self._agents.get(extension)
-        if agent is None:
-            agent = self._agents[extension] = AgentRecord(extension, IDLE, now, now)
-        return agent
-
-    def _learn(self, campaign_id: int, extension: str) -> None:
-        camp = self._campaign(campaign_id)
-        if not camp.extensions and extension and extension not in camp.learned:
-            camp.learned.append(extension)
-
     def _emit(self, call: LiveCall, finished: FinishedCall) -> FinishedCall:
         call.finished = True
         camp = self._campaign(call.campaign_id)
@@ -533,38 +492,6 @@ class LiveState:
             del camp.finished[: len(camp.finished) - MAX_UNDRAINED]
         return finished
 
-    def _to_wrapup(self, agent: AgentRecord, now: float, campaign_id: int | None) -> None:
-        wrap = self._campaign(campaign_id).wrapup_s if campaign_id is not None else self._default_wrapup
-        agent.pbx_call_id, agent.attempt_id = None, None
-        if wrap > 0:
-            agent.state, agent.since = WRAPUP, now
-            agent.wrapup_until, agent.wrapup_campaign = now + wrap, campaign_id
-        else:
-            agent.state, agent.since, agent.idle_since = IDLE, now, now
-
-    def _release(self, extension: str, pbx_call_id: str | None, attempt_id: int | None, now: float) -> None:
-        """An agent reserved for a call that never reached them goes back to idle, keeping their idle-since."""
-        agent = self._agents.get(extension)
-        if agent is None or agent.state != RESERVED:
-            return
-        if (pbx_call_id and agent.pbx_call_id == pbx_call_id) or (
-            attempt_id and agent.attempt_id == attempt_id
-        ):
-            agent.state, agent.since = IDLE, now
-            agent.pbx_call_id, agent.attempt_id = None, None
-
-    def _finish_wrapup(self, agent: AgentRecord, now: float) -> None:
-        if agent.state != WRAPUP or agent.wrapup_until is None:
-            return
-        end = min(now, agent.wrapup_until)
-        if agent.wrapup_campaign is not None:
-            done = self._campaign(agent.wrapup_campaign).wrapups_done
-            done.append(max(0.0, end - agent.since))
-            if len(done) > MAX_UNDRAINED:
-                del done[: len(done) - MAX_UNDRAINED]
-        agent.state, agent.since, agent.idle_since = IDLE, end, end
-        agent.wrapup_until, agent.wrapup_campaign = None, None
-
     def _sweep(self, now: float, *, force: bool = False) -> None:
         for agent in self._agents.values():
             if agent.state == WRAPUP and agent.wrapup_until is not None and now >= agent.wrapup_until:
@@ -572,11 +499,14 @@ class LiveState:
         if not force and now - self._last_sweep < 5.0:
             return
         self._last_sweep = now
+        # A hold waits for the customer to answer at all: as long as a call may ring, then as long as a reservation.
+        hold_s = self.ring_timeout_s + RESERVATION_TIMEOUT_S
         for agent in self._agents.values():
-            if (agent.state == RESERVED and now - agent.since > RESERVATION_TIMEOUT_S) or (
+            reserved_s = hold_s if agent.held else RESERVATION_TIMEOUT_S
+            if (agent.state == RESERVED and now - agent.since > reserved_s) or (
                 agent.state == AGENT_TALKING and now - agent.since > STALE_TALK_S
             ):
-                agent.state, agent.since, agent.idle_since = IDLE, now, now
+                agent.state, agent.since, agent.idle_since, agent.held = IDLE, now, now, False
                 agent.pbx_call_id, agent.attempt_id = None, None
         stale = [
             a

@@ -34,6 +34,8 @@ RINGING, WAITING, ROUTED, TALKING, ENDED, ANSWERED_UNKNOWN = (
 )
 # Agent states.
 IDLE, RESERVED, AGENT_TALKING, WRAPUP, OFFLINE = "idle", "reserved", "talking", "wrapup", "offline"
+# Finished calls (and wrap-up durations) kept for a reader that does not drain them.
+MAX_UNDRAINED = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,8 @@ class AgentRecord:
     wrapup_campaign: int | None = None
     pbx_call_id: str | None = None
     attempt_id: int | None = None
+    # Reserved ahead of the call, for an "only me" callback (``LiveState.hold_agent``), not by a routed customer.
+    held: bool = False
 
 
 @dataclass(slots=True)

@@ -36,6 +36,7 @@ class Reason(StrEnum):
     NO_DAEMON = "no_daemon"
     OUTSIDE_WINDOW = "outside_window"
     RETRY_WAIT = "retry_wait"
+    CALLBACK_WAIT = "callback_wait"
     REDIAL_LOCK = "redial_lock"
     NUMBERS_IN_CALL = "numbers_in_call"
     FINISHING = "finishing"
@@ -50,14 +51,16 @@ class WaitKind(StrEnum):
     WINDOW = "window"  # it was (or would be) outside its calling window: moved to the next opening
     RETRY = "retry_delay"  # the retry delay after its last call
     LOCK = "lock"  # a legal redial lock (the delay after an abandoned call)
+    CALLBACK = "scheduled_callback"  # a scheduled callback's time
 
 
 @dataclass(frozen=True)
 class ContactFacts:
     """The campaign's dialable contacts at one instant (``dialer.dialing.why_store.contact_facts``).
 
-    ``due_now``: pending/retry contacts due now and under the attempt cap. ``waiting``/``next_at``/``next_kind``:
-    those due later, the earliest next attempt and why it waits. ``in_call``: contacts with a call under way.
+    ``due_now``: pending/retry contacts due now and under the attempt cap, and scheduled callbacks due now
+    (``callbacks_due`` of them). ``waiting``/``next_at``/``next_kind``: those due later (callbacks included), the
+    earliest next attempt and why it waits. ``in_call``: contacts with a call under way.
     ``due_sampled``/``due_in_window``/``due_next_window``: the first due contacts checked against their
     calling windows, how many are callable now, and the earliest opening for the others.
     """
@@ -70,6 +73,7 @@ class ContactFacts:
     due_sampled: int = 0
     due_in_window: int = 0
     due_next_window: datetime | None = None
+    callbacks_due: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class TickFacts:
     policy_reason: str = ""  # pacing's own words when it chose 0
     since_last_call_s: float | None = None  # None: no call placed since the daemon started
     contacts: ContactFacts | None = None
+    # The campaign has agents (dialer.agents): who of them cannot take a call ("2 paused, 1 logged out"); None
+    # for a campaign paced for its configured count.
+    team: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +134,8 @@ def decide(f: TickFacts) -> Verdict:
     if f.skipped_window and f.decided:
         return Verdict(Reason.OUTSIDE_WINDOW, "", _window_wait(c) if c is not None else None)
     if f.agents_logged_in <= 0:
+        if f.team is not None:
+            return Verdict(Reason.NO_AGENTS, "no ready agents" + (f": {f.team}" if f.team else ""))
         return Verdict(Reason.NO_AGENTS, "no agent logged in")
     if f.budget <= 0:
         return Verdict(Reason.API_BUDGET, "the API rate limit is spent", f.budget_reset_at)
@@ -140,6 +149,8 @@ def decide(f: TickFacts) -> Verdict:
             return Verdict(Reason.NO_AGENTS, f"none of the {f.agents_logged_in} agents is free")
         return Verdict(Reason.PACING_HELD, f.policy_reason)
     if c is not None and c.due_now > 0:
+        if c.due_now == c.callbacks_due:
+            return Verdict(Reason.CALLBACK_WAIT, "the due callbacks wait for their agent (only me) to be ready")
         # Pacing asked for calls and due contacts exist, yet none could be claimed: their numbers are in calls.
         return Verdict(Reason.NUMBERS_IN_CALL)
     return Verdict(Reason.DIALLING)
@@ -147,9 +158,8 @@ def decide(f: TickFacts) -> Verdict:
 
 def _waiting(c: ContactFacts) -> Verdict:
     kind = c.next_kind or WaitKind.RETRY
-    reason = {WaitKind.WINDOW: Reason.OUTSIDE_WINDOW, WaitKind.LOCK: Reason.REDIAL_LOCK}.get(
-        kind, Reason.RETRY_WAIT
-    )
+    reason = {WaitKind.WINDOW: Reason.OUTSIDE_WINDOW, WaitKind.LOCK: Reason.REDIAL_LOCK,
+              WaitKind.CALLBACK: Reason.CALLBACK_WAIT}.get(kind, Reason.RETRY_WAIT)  # fmt: skip
     return Verdict(reason, "", c.next_at)
 
 
@@ -193,6 +203,7 @@ _TEXT = {
     Reason.NO_DAEMON: "the daemon is not running",
     Reason.OUTSIDE_WINDOW: "outside calling window",
     Reason.RETRY_WAIT: "every remaining contact is waiting for its retry delay",
+    Reason.CALLBACK_WAIT: "every remaining contact waits for its scheduled callback",
     Reason.REDIAL_LOCK: "every remaining contact is under a redial lock (after an abandoned call)",
     Reason.NUMBERS_IN_CALL: "the due numbers are in calls from another campaign",
     Reason.FINISHING: "finishing",

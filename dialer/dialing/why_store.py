@@ -27,8 +27,8 @@ from dialer.ingest import phones
 from dialer.ingest.campaigns import next_due_contacts
 from dialer.ingest.replan import last_calls
 from dialer.logs import log_event
-from dialer.models import Campaign, Contact, UTCDateTime
-from dialer.outcomes.states import DUE_CONTACT_STATES, OPEN_CONTACT_STATES, ContactState
+from dialer.models import Callback, Campaign, Contact, UTCDateTime
+from dialer.outcomes.states import DUE_CONTACT_STATES, OPEN_CONTACT_STATES, CallbackState, ContactState
 from dialer.pacing.observation import Observation
 
 log = logging.getLogger("dialer.engine")
@@ -57,9 +57,20 @@ def contact_facts(s: Session, campaign: Campaign, now: datetime, *, sample: int 
     ).one()
     due_now, waiting, next_at, in_call = int(row[0] or 0), int(row[1] or 0), _aware(row[2]), int(row[3] or 0)
     kind = _wait_kind(s, campaign, next_at, dialable) if next_at is not None else None
+    cb = s.execute(
+        sa.select(
+            sa.func.sum(sa.case((col(Callback.next_try_at) <= now, 1), else_=0)),
+            sa.func.sum(sa.case((col(Callback.next_try_at) > now, 1), else_=0)),
+            sa.func.min(sa.case((col(Callback.next_try_at) > now, col(Callback.next_try_at)))),
+        ).where(col(Callback.campaign_id) == cid, col(Callback.state) == CallbackState.SCHEDULED)
+    ).one()
+    callbacks_due, callbacks_later, callback_at = int(cb[0] or 0), int(cb[1] or 0), _aware(cb[2])
+    due_now, waiting = due_now + callbacks_due, waiting + callbacks_later
+    if callback_at is not None and (next_at is None or callback_at < next_at):
+        next_at, kind = callback_at, WaitKind.CALLBACK
     sampled = in_window = 0
     next_window: datetime | None = None
-    if due_now:
+    if due_now > callbacks_due:
         for contact in next_due_contacts(s, cid, now, sample, max_attempts=campaign.max_attempts):
             sampled += 1
             args = (contact.timezones, now, campaign.window_start, campaign.window_end, campaign.weekdays,
@@ -71,7 +82,8 @@ def contact_facts(s: Session, campaign: Campaign, now: datetime, *, sample: int 
             if opening is not None:
                 next_window = opening if next_window is None else min(next_window, opening)
     return ContactFacts(due_now=due_now, waiting=waiting, next_at=next_at, next_kind=kind, in_call=in_call,
-                        due_sampled=sampled, due_in_window=in_window, due_next_window=next_window)  # fmt: skip
+                        due_sampled=sampled, due_in_window=in_window, due_next_window=next_window,
+                        callbacks_due=callbacks_due)  # fmt: skip
 
 
 def _wait_kind(
@@ -122,7 +134,7 @@ def record(db: DbEngine, campaign_id: int, verdict: Verdict, now: datetime) -> N
 
 @dataclass
 class Explainer:
-    """One campaign's verdict, kept between ticks (the engine's ``_CampaignRuntime.why``)."""
+    """One campaign's verdict, kept between ticks (the engine's ``CampaignRuntime.why``)."""
 
     refresh_s: float = 5.0
     facts: ContactFacts | None = None
@@ -141,6 +153,7 @@ class Explainer:
         skipped_window: int,
         policy_reason: str = "",
         budget_reset_in: float | None = None,
+        team: str | None = None,
     ) -> Verdict:
         """Decide this tick's verdict; store and log it if it changed."""
         assert campaign.id is not None
@@ -167,6 +180,7 @@ class Explainer:
             policy_reason=policy_reason,
             since_last_call_s=None if self.last_call_at is None else now - self.last_call_at,
             contacts=None if claimed else self.facts,
+            team=team,
         )
         verdict = decide(facts)
         if not verdict.same_as(stored(campaign.dial_reason, campaign.dial_reason_detail, campaign.dial_reason_until)):

@@ -44,6 +44,7 @@ SETTING_KEYS = (
     "default_region",
     "timezone",
     "abandon_action",
+    "wrapup_s",
 )
 # Friendlier names accepted by `dialer campaign set` (and the CLI options), mapped to columns.
 ALIASES = {
@@ -55,6 +56,7 @@ ALIASES = {
     "region": "default_region",
     "tz": "timezone",
     "extensions": "agent_extensions",
+    "wrapup": "wrapup_s",
 }
 
 
@@ -270,6 +272,11 @@ def parse_setting(key: str, value: Any) -> tuple[str, Any]:
         return k, parse_timezone(value)
     if k == "abandon_action":
         return k, parse_abandon_action(value)
+    if k == "wrapup_s":
+        seconds = parse_duration_s(value, "wrap-up limit")
+        if seconds > 3600:
+            raise SettingsError(f"wrap-up limit {value!r}: at most 1h")
+        return k, seconds
     known = ", ".join([*SETTING_KEYS, "window", *ALIASES])
     raise SettingsError(f"unknown setting {key!r}; known: {known}")
 

@@ -65,4 +65,5 @@ def typed_settings(c: Campaign) -> dict[str, str]:
         "region": c.default_region or "",
         "timezone": c.timezone,
         "abandon_action": c.abandon_action,
+        "wrapup": format_duration(c.wrapup_s),
     }

@@ -31,6 +31,7 @@ from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.metrics import Metrics
 from dialer.models import Attempt, Campaign, WebhookEvent
+from dialer.outcomes.agent_states import CallStep, agent_call_step
 from dialer.outcomes.routing import abandon_answer, caller_answer, route_customer
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES
 from dialer.outcomes.transitions import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
@@ -344,12 +345,14 @@ class WebhookProcessor:
         if event == "NOTIFY_INTERNAL":
             if extension:
                 self.live.agent_ringing(pbx, extension, now, aid)
+                self._agent_step(session, CallStep.ROUTED, received_at, extension, ref)
             return None, aid
 
         if event == "NOTIFY_ANSWER":
             extension = extension or (f.get("destination") or "").strip()
             if extension:
                 self.live.agent_answered(pbx, extension, now, aid)
+                self._agent_step(session, CallStep.ANSWERED, received_at, extension, ref)
                 if ref is not None:
                     notify.append(ref.campaign_id)
             return None, aid
@@ -386,6 +389,7 @@ class WebhookProcessor:
             talk_s=talk if connected else None,
             disposition=ANSWERED if connected else disposition,
         )
+        self._agent_step(session, CallStep.ENDED, received_at, agent, ref, talked=connected)
         if ref is None:
             return
         ring = None
@@ -463,6 +467,13 @@ class WebhookProcessor:
         if complete_attempt(session, attempt, outcome, now=received_at):
             self.completed += 1
         ref.state = attempt.state
+
+    @staticmethod
+    def _agent_step(session: Session, step: CallStep, at: datetime, extension: str | None, ref: _Ref | None,
+                    *, talked: bool = False) -> None:
+        """Follow the call into its agent's session (dialer.outcomes.agent_states), if an agent session has it."""
+        agent_call_step(session, step, at, extension=extension, attempt_id=ref.id if ref is not None else None,
+                        campaign_id=ref.campaign_id if ref is not None else None, talked=talked)  # fmt: skip
 
     def _world(self, wall_s: float) -> float:
         return wall_s * self.time_scale

@@ -1,7 +1,9 @@
 """Where an answered customer goes: the JSON answer to NOTIFY_START (``redirect``, ``caller_name``, abandon action).
 
 Invariant: an answer names an agent only after ``LiveState.route`` reserved that agent for this call, so two
-customers are never sent to one agent. A caller who is none of our live calls is only ever sent to the blacklist (a
+customers are never sent to one agent; for a campaign with agent sessions, only an agent whose session is ready
+(read from the database at that moment, ``agent_states.ready_extensions``) is ever named, and their session moves
+to ``ringing`` for this call in the same transaction. A caller who is none of our live calls is only ever sent to the blacklist (a
 DNC number) or left to the PBX's own routing (``{}``); our customer nobody can take gets the campaign's abandon
 action (``abandon_answer``), and the caller (``dialer.outcomes.events``) ends that attempt as abandoned.
 """
@@ -9,6 +11,7 @@ action (``abandon_answer``), and the caller (``dialer.outcomes.events``) ends th
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +20,7 @@ from sqlmodel import Session
 from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.models import Contact, DncEntry
+from dialer.outcomes.agent_states import CallStep, agent_call_step, ready_extensions
 
 log = logging.getLogger("dialer.webhooks")
 
@@ -54,15 +58,21 @@ def route_customer(
     pbx_call_id: str | None,
     now: float,
 ) -> dict[str, Any] | None:
-    """Our customer answered: the call now waits, and the longest-idle free agent is reserved for it.
+    """Our customer answered: the call now waits, and the agent held for it ("only me") or else the longest-idle
+    free agent is reserved for it.
 
     The answer redirects to that agent (with the contact's name as ``caller_name``), or only names the caller when
     agents are free but not known by extension (the PBX picks one); None when nobody is free.
     """
     live.customer_answered(attempt_id, now)
     name = session.connection().execute(_CONTACT_NAME, {"cid": contact_id}).scalar()
-    kind, extension = live.route(campaign_id, attempt_id, pbx_call_id, now)
+    at = datetime.fromtimestamp(now, UTC)
+    allowed = ready_extensions(session, campaign_id, at)
+    kind, extension = live.route(campaign_id, attempt_id, pbx_call_id, now, allowed=allowed)
     if kind == "agent" and extension:
+        if allowed is not None:
+            agent_call_step(session, CallStep.ROUTED, at, extension=extension, attempt_id=attempt_id,
+                            campaign_id=campaign_id)  # fmt: skip
         return {"redirect": extension, **({"caller_name": name} if name else {})}
     if kind == "pbx":
         return {"caller_name": name} if name else {}

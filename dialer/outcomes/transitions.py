@@ -17,10 +17,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
+from dialer.outcomes.callbacks import callback_given_back, cancel_callbacks
 from dialer.outcomes.states import (
     DUE_CONTACT_STATES,
     FINAL_CONTACT_STATES,
     LIVE_ATTEMPT_STATES,
+    WAITING_CONTACT_STATES,
     AttemptState,
     ContactState,
 )
@@ -245,9 +247,15 @@ def attempt_not_placed(
     if contact is None:  # pragma: no cover
         return
     contact.attempts = max(0, contact.attempts - 1)
+    callback = callback_given_back(session, attempt, now)
     if contact.state not in FINAL_CONTACT_STATES:
-        contact.state = ContactState.RETRY if contact.attempts else ContactState.PENDING
-        contact.next_attempt_at = due_at or now
+        if callback is not None:
+            contact.state = ContactState.CALLBACK
+            callback.next_try_at = max(callback.next_try_at, due_at or now)
+            contact.next_attempt_at = callback.next_try_at
+        else:
+            contact.state = ContactState.RETRY if contact.attempts else ContactState.PENDING
+            contact.next_attempt_at = due_at or now
     contact.updated_at = now
     session.add(contact)
 
@@ -295,13 +303,22 @@ def placing_attempts(session: Session) -> list[Attempt]:
 
 
 def mark_dnc_contacts(session: Session, campaign_id: int, phones: list[str], now: datetime) -> int:
-    """Contacts not yet dialled or waiting for a retry leave the campaign for good: their number is on the DNC
-    list. A contact in a call stays until the call ends (``contact_transition`` then keeps any final state)."""
-    upd = (
-        sa.update(Contact)
+    """Contacts not yet dialled, waiting for a retry or for a scheduled callback leave the campaign for good: their
+    number is on the DNC list (and their callbacks are cancelled). A contact in a call stays until the call ends
+    (``contact_transition`` then keeps any final state)."""
+    waiting = (
+        sa.select(col(Contact.id))
         .where(col(Contact.campaign_id) == campaign_id)
         .where(col(Contact.phone).in_(phones))
-        .where(col(Contact.state).in_(DUE_CONTACT_STATES))
+        .where(col(Contact.state).in_(WAITING_CONTACT_STATES))
+    )
+    ids = [int(i) for i in session.execute(waiting).scalars()]
+    if not ids:
+        return 0
+    cancel_callbacks(session, ids, now)
+    upd = (
+        sa.update(Contact)
+        .where(col(Contact.id).in_(ids), col(Contact.state).in_(WAITING_CONTACT_STATES))
         .values(state=ContactState.DNC, updated_at=now)
     )
     return int(getattr(session.execute(upd), "rowcount", 0) or 0)
