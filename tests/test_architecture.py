@@ -69,3 +69,15 @@ def test_metrics_and_live_state_do_not_import_each_other() -> None:
 def test_no_module_is_over_600_lines() -> None:
     long = {_module(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}
+
+
+def test_no_merge_conflict_markers_are_left() -> None:
+    markers = ("<<<<<<< ", ">>>>>>> ", "=======\n")
+    found = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for top in ("dialer", "tests", "docs", "alembic", "benchmarks")
+        for p in (ROOT / top).rglob("*") if p.suffix in (".py", ".md", ".toml", ".html", ".js", ".css")
+        for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True), 1)
+        if line.startswith(markers)
+    ]
+    assert found == []

@@ -68,3 +68,16 @@ def test_learns_shorter_windows_from_headers() -> None:
     clock.t = 1_000_006.5
     budget.update(GENERAL, {"x-ratelimit-reset": "1000012", "x-ratelimit-remaining": "10"})
     assert budget.snapshot()[GENERAL]["window_s"] == 6
+
+
+def test_a_request_with_a_reserve_leaves_the_last_slots_untouched() -> None:
+    from dialer.zadarma import ZadarmaClient
+
+    # Nothing listens on port 9: had the client sent anything, it would fail with a connection error instead.
+    budget = RateBudget({GENERAL: 1}, window_s=3600.0)
+    client = ZadarmaClient("k" * 20, "s" * 20, "http://127.0.0.1:9", budget=budget)
+    with pytest.raises(BudgetExhausted):
+        client.balance(wait_for_budget=False, reserve=1)
+    with pytest.raises(BudgetExhausted):
+        client.callback("100", "+442079460000", wait_for_budget=False, reserve=1)
+    assert budget.available(GENERAL) == 1

@@ -36,7 +36,15 @@ from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
 from dialer.outcomes.refusals import LOW_BALANCE, NO_MONEY_KEY, balance_decision, pause_for_refusal
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES, CampaignState
 from dialer.settings import Settings
-from dialer.zadarma import GENERAL, STATISTICS, AuthError, Refusal, Timeouts, ZadarmaClient, ZadarmaError
+from dialer.zadarma import (
+    STATISTICS,
+    AuthError,
+    BudgetExhausted,
+    Refusal,
+    Timeouts,
+    ZadarmaClient,
+    ZadarmaError,
+)
 
 log = logging.getLogger("dialer.daemon")
 
@@ -228,10 +236,14 @@ class Daemon:
             self._last_reconcile_ok = time.time()
 
     def check_balance(self) -> None:
-        if self.stop_event.is_set() or self.client.budget.available(GENERAL) < 1:
+        reserve = self.engine.config.general_reserve
+        if self.stop_event.is_set():
             return
         try:
-            balance = float(self.client.balance().balance)
+            # Never the window's last requests: another program on the key may already have taken them.
+            balance = float(self.client.balance(wait_for_budget=False, reserve=reserve).balance)
+        except BudgetExhausted:
+            return  # checked again at the next interval
         except AuthError as exc:
             # The key every callback would use is refused: pause before a single contact is tried.
             with session_scope(self.db) as s:

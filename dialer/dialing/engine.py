@@ -328,7 +328,7 @@ class Engine:
         sent_at = utcnow()
         try:
             res = self.client.callback(campaign.from_number, attempt.phone, sip=campaign.sip, predicted=True,
-                                       wait_for_budget=False)
+                                       wait_for_budget=False, reserve=self.config.general_reserve)
         except AmbiguousError as exc:
             return _Sent(attempt, AttemptState.UNCERTAIN, sent_at=sent_at, error=str(exc))
         except RejectedError as exc:

@@ -12,14 +12,10 @@ contact: pending -> dialing -> done (reached an agent)
          callback (a scheduled callback waits) -> dialing ...
 attempt: placing -> placed -> completed
                  \\-> uncertain -> completed | not_placed
-<<<<<<< HEAD
-                 \\-> failed (Zadarma refused it) | not_placed (never sent)
+                 \\-> failed (Zadarma refused the number) | not_placed (never sent, or refused for the account)
 agent:   logged_out -> ready <-> paused(code); ready -> ringing -> talking -> wrapup -> ready
          (pausing or logging out in a call waits for its end; wrap-up ends with a disposition or its limit)
 callback: scheduled -> placed (an attempt was claimed for it) | cancelled; placed -> scheduled (never sent)
-=======
-                 \\-> failed (Zadarma refused the number) | not_placed (never sent, or refused for the account)
->>>>>>> main
 ```
 
 A connected call moves its contact to ``done`` at once (so campaigns without agents end there); the agent's

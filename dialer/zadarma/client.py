@@ -151,6 +151,7 @@ class ZadarmaClient:
         *,
         idempotent: bool | None = None,
         wait_for_budget: bool = True,
+        reserve: int = 0,
     ) -> dict[str, Any]:
         """Send one API call and return its parsed body; retries what is safe to retry.
 
@@ -158,7 +159,8 @@ class ZadarmaClient:
         call is re-sent only after a failure that certainly did nothing (:class:`NotSentError`);
         an :class:`AmbiguousError` is raised to the caller, who must find out whether it happened.
         With ``wait_for_budget=False`` an exhausted budget raises :class:`BudgetExhausted` at once instead
-        of sleeping until the window resets (the daemon never lets pacing wait).
+        of sleeping until the window resets (the daemon never lets pacing wait). ``reserve`` requests of the
+        window are left untouched: another program on the same key may take them before its headers reach us.
         """
         http_method = http_method.upper()
         if not path.startswith("/v1/") or not path.endswith("/"):
@@ -182,7 +184,7 @@ class ZadarmaClient:
             sleep=self._sleep,
             reraise=True,
         )
-        return retrying(self._send_once, http_method, path, clean, wait_for_budget)
+        return retrying(self._send_once, http_method, path, clean, wait_for_budget, reserve)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -207,9 +209,11 @@ class ZadarmaClient:
             sleep_s,
         )
 
-    def _send_once(self, http_method: str, path: str, params: Params, wait_for_budget: bool = True) -> dict[str, Any]:
+    def _send_once(
+        self, http_method: str, path: str, params: Params, wait_for_budget: bool = True, reserve: int = 0
+    ) -> dict[str, Any]:
         group = group_of(path)
-        self.budget.acquire(group, wait=wait_for_budget)
+        self.budget.acquire(group, wait=wait_for_budget, reserve=reserve)
         query = params_string(params)
         headers = {
             "Authorization": f"{self.key}:{sign_string(path, query, self.__secret)}",
@@ -268,14 +272,21 @@ class ZadarmaClient:
             raise AmbiguousError(f"unexpected response shape: {exc.error_count()} problems", method=path) from None
 
     def _get(
-        self, model: type[R], path: str, params: Mapping[str, Any] | None = None, *, wait_for_budget: bool = True
+        self,
+        model: type[R],
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait_for_budget: bool = True,
+        reserve: int = 0,
     ) -> R:
-        return self._typed(model, self.request("GET", path, params, wait_for_budget=wait_for_budget), path)
+        body = self.request("GET", path, params, wait_for_budget=wait_for_budget, reserve=reserve)
+        return self._typed(model, body, path)
 
     # -- typed methods (zadarma-api.md §4) ---------------------------------------------------------
 
-    def balance(self) -> Balance:
-        return self._get(Balance, "/v1/info/balance/")
+    def balance(self, *, wait_for_budget: bool = True, reserve: int = 0) -> Balance:
+        return self._get(Balance, "/v1/info/balance/", wait_for_budget=wait_for_budget, reserve=reserve)
 
     def price(self, number: str, caller_id: str | None = None) -> Price:
         return self._get(Price, "/v1/info/price/", {"number": _digits(number), "caller_id": caller_id})
@@ -284,7 +295,14 @@ class ZadarmaClient:
         return self._get(TimezoneInfo, "/v1/info/timezone/")
 
     def callback(
-        self, from_: str, to: str, *, sip: str | None = None, predicted: bool = True, wait_for_budget: bool = True
+        self,
+        from_: str,
+        to: str,
+        *,
+        sip: str | None = None,
+        predicted: bool = True,
+        wait_for_budget: bool = True,
+        reserve: int = 0,
     ) -> CallbackResult:
         """Ask Zadarma to connect ``from_`` and ``to``. With ``predicted`` it rings ``to`` first.
 
@@ -294,7 +312,7 @@ class ZadarmaClient:
         if predicted:
             params["predicted"] = "1"
         path = "/v1/request/callback/"
-        body = self.request("GET", path, params, idempotent=False, wait_for_budget=wait_for_budget)
+        body = self.request("GET", path, params, idempotent=False, wait_for_budget=wait_for_budget, reserve=reserve)
         return self._typed(CallbackResult, body, path)
 
     def sip_list(self) -> SipList:
