@@ -352,6 +352,8 @@ class AgentApi:
 
         me = await self._run(request, work, write=False, query_token=True)
         token = bearer_token(request, allow_query=True)
+        if request.method == "HEAD":  # a stream has no end for a HEAD to wait for
+            return Response(media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         return StreamingResponse(self.feed.stream(me.agent.id, token, last), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 

@@ -118,6 +118,9 @@ class AgentFeed:
         try:
             cursor = _Cursor()
             first = await asyncio.to_thread(self._start, agent_id, token, last_event_id, cursor)
+            if not first.valid:  # the token ended between the request's check and here
+                yield sse("end", EndEvent(reason="the session ended (logged out or expired): log in again"), 0)
+                return
             yield "retry: 2000\n\n" + "".join(first.messages)
             wake_at = first.wake_at
             loop = asyncio.get_running_loop()
