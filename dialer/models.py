@@ -106,6 +106,8 @@ class Campaign(SQLModel, table=True):
     abandon_action: str = "hangup"
     # With agents (dialer.agents): how long an agent stays in wrap-up after a call unless a disposition ends it.
     wrapup_s: int = Field(default=60, nullable=False, sa_column_kwargs={"server_default": "60"})
+    # The call script agents read, shown with the contact's record (``{name}``-style fields filled in).
+    script: str | None = None
     state: str = Field(default=CampaignState.DRAFT.value, index=True)
     pause_reason: str | None = None
     # Why the daemon is or is not dialling it (dialer.dialing.why), written by the engine when it changes:
@@ -375,3 +377,19 @@ class Callback(SQLModel, table=True):
     note: str | None = None
     created_at: datetime = _created()
     updated_at: datetime = _created()
+
+
+class AgentToken(SQLModel, table=True):
+    """One session of the agents' HTTP API (``dialer.agents.tokens``): only the SHA-256 of the random token is
+    stored, so a copy of the database logs nobody in."""
+
+    __tablename__ = "agent_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agent.id", nullable=False, index=True, ondelete="CASCADE")
+    token_hash: str = Field(nullable=False, unique=True)
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = _ts()
+    # The address the login came from, for the record.
+    client: str | None = None

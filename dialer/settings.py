@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     webhook_path: str = Field(default="/zadarma", validation_alias="DIALER_WEBHOOK_PATH")
     webhook_verify: bool = Field(default=True, validation_alias="DIALER_WEBHOOK_VERIFY")
     http_timeout_s: float = Field(default=10.0, validation_alias="DIALER_HTTP_TIMEOUT")
+    # How long an agent's API session (dialer.agents.tokens) lasts: one shift by default.
+    api_token_ttl_s: float = Field(default=12 * 3600.0, gt=0, validation_alias="DIALER_API_TOKEN_TTL")
 
     @classmethod
     def settings_customise_sources(

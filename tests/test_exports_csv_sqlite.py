@@ -59,7 +59,8 @@ def test_csv_safe(value: object, expected: object) -> None:
 def test_csv_files(sample: Sample, report: Report, tmp_path: Path) -> None:
     done: list[int] = []
     paths = export_csv(sample.engine, report, tmp_path / "out", progress=done.append)
-    assert [p.name for p in paths] == ["summary.csv", "contacts.csv", "attempts.csv", "hourly.csv"]
+    assert [p.name for p in paths] == ["summary.csv", "contacts.csv", "attempts.csv", "hourly.csv", "agents.csv",
+                                       "dispositions_hourly.csv"]  # fmt: skip
     assert sum(done) == 8 + 9
 
     contacts = read_csv(tmp_path / "out" / "contacts.csv")
@@ -153,7 +154,8 @@ def test_sqlite_views_answer_the_same_kpis(sqlite_path: Path, report: Report) ->
 
 def test_sqlite_tables(sqlite_path: Path, report: Report) -> None:
     tables = {r[0] for r in query(sqlite_path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert tables == {"summary", "contacts", "attempts", "hourly"}
+    assert tables == {"summary", "contacts", "attempts", "hourly", "agents", "dispositions_hourly",
+                      "disposition_codes", "agent_events"}  # fmt: skip
     (name,) = query(sqlite_path, "SELECT name, typeof(name) AS t FROM contacts WHERE contact_id = 1")
     assert (name["name"], name["t"]) == (EVIL_NAME, "text")  # stored as given: SQLite runs no formulas
     (city,) = query(sqlite_path, "SELECT city FROM contacts WHERE contact_id = 2")

@@ -46,7 +46,7 @@ def rows_of(ws: openpyxl.worksheet.worksheet.Worksheet) -> list[dict[str, object
 
 def test_sheets_and_summary(book_path: Path, report: Report) -> None:
     wb = openpyxl.load_workbook(book_path)
-    assert wb.sheetnames == ["Summary", "Contacts", "Attempts", "Hourly"]
+    assert wb.sheetnames == ["Summary", "Contacts", "Attempts", "Hourly", "Agents", "Dispositions"]
     summary = {row[2]: (row[0], row[1]) for row in wb["Summary"].iter_rows(min_row=2, values_only=True)}
     assert summary["timezone"][1] == TZ
     assert summary["abandon_rate"][1] == pytest.approx(0.4)
@@ -72,7 +72,7 @@ def test_formula_text_stays_inert(book_path: Path) -> None:
         assert all(c.data_type != "f" for row in ws.iter_rows() for c in row)
     with zipfile.ZipFile(book_path) as z:
         sheets = [n for n in z.namelist() if n.startswith("xl/worksheets/sheet")]
-        assert len(sheets) == 4
+        assert len(sheets) == 6
         for n in sheets:
             xml = z.read(n).decode()
             assert "<f>" not in xml
@@ -158,6 +158,8 @@ def test_long_tables_continue_on_further_sheets(sample: Sample, report: Report, 
         "Attempts (2)",
         "Attempts (3)",
         "Hourly",  # an hour a row: never near the limit
+        "Agents",
+        "Dispositions",
     ]
     contacts = [r for name in ("Contacts", "Contacts (2)", "Contacts (3)") for r in rows_of(wb[name])]
     assert [r["contact_id"] for r in contacts] == list(range(1, 9))
@@ -173,5 +175,6 @@ def test_empty_campaign_still_has_every_sheet(sample: Sample, tmp_path: Path) ->
     report = build_report(sample.engine, "other", now=NOW)
     path = export_xlsx(sample.engine, report, tmp_path / "empty.xlsx")
     wb = openpyxl.load_workbook(path)
-    assert wb.sheetnames == ["Summary", "Contacts", "Attempts", "Hourly"]
+    assert wb.sheetnames == ["Summary", "Contacts", "Attempts", "Hourly", "Agents", "Dispositions"]
+    assert wb["Agents"].max_row == 1 and wb["Agents"]["B1"].value == "login"  # the header of a team of none
     assert wb["Contacts"].max_row == 1 and wb["Attempts"]["A1"].value == "attempt_id"

@@ -67,15 +67,18 @@ def test_exports_with_json(sample: Sample, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["campaign"] == CAMPAIGN  # stdout stays pure JSON; notices go to stderr
     assert "Wrote XLSX" in out.stderr
-    assert openpyxl.load_workbook(xlsx).sheetnames == ["Summary", "Contacts", "Attempts", "Hourly"]
+    assert openpyxl.load_workbook(xlsx).sheetnames == ["Summary", "Contacts", "Attempts", "Hourly", "Agents",
+                                                       "Dispositions"]  # fmt: skip
     db = sqlite3.connect(sqlite_file)
     try:
         assert db.execute("SELECT abandon_rate FROM kpi_abandon_rate").fetchone()[0] == pytest.approx(0.4)
     finally:
         db.close()
     assert sorted(p.name for p in csv_dir.iterdir()) == [
+        "agents.csv",
         "attempts.csv",
         "contacts.csv",
+        "dispositions_hourly.csv",
         "hourly.csv",
         "summary.csv",
     ]

@@ -3,8 +3,9 @@
 Invariants: a PIN is never stored, printed or logged: only ``scrypt$N$r$p$salt$hash`` with a random 16-byte salt per
 PIN (``hashlib.scrypt``, the standard library's memory-hard KDF); checking a PIN compares in constant time and costs
 the same whether the login exists or not. A login names one agent among those not removed; a removed agent keeps its
-row (its state events and calls stay on record) and its "only me" callbacks become anyone's. Every check runs before
-anything is written, so a refused change leaves the database as it was.
+row (its state events and calls stay on record), its "only me" callbacks become anyone's and its API sessions end
+(as they do when its PIN changes). Every check runs before anything is written, so a refused change leaves the
+database as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from dialer.agents.tokens import revoke_agent_tokens
 from dialer.models import Agent, AgentCampaign, Campaign
 from dialer.outcomes.agent_states import is_ready
 from dialer.outcomes.callbacks import release_agent_callbacks
@@ -239,6 +241,7 @@ def update_agent(
         agent.extension = new_ext
     if pin is not None:
         agent.pin_hash = hash_pin(pin)
+        revoke_agent_tokens(session, agent.id or 0, now)  # a new PIN ends every API session of the old one
     if set(wanted) != set(current):
         session.execute(sa.delete(AgentCampaign).where(col(AgentCampaign.agent_id) == agent.id))
         for cid in wanted:
@@ -260,5 +263,6 @@ def remove_agent(session: Session, login: str, now: datetime) -> Agent:
     session.add(agent)
     session.execute(sa.delete(AgentCampaign).where(col(AgentCampaign.agent_id) == agent.id))
     release_agent_callbacks(session, agent.id or 0, now)
+    revoke_agent_tokens(session, agent.id or 0, now)
     session.flush()
     return agent

@@ -40,6 +40,13 @@ def parse_callback_at(text: str, zone: str, now: datetime) -> datetime:
     """A callback time as people give it, in the contact's ``zone``: ``2026-12-01 14:30`` (or with a ``T``,
     seconds, or an explicit offset such as ``+01:00``/``Z``, which then wins), ``14:30`` (its next occurrence),
     or ``+90m`` / ``in 2h`` / ``+1d`` from now. Returns aware UTC."""
+    try:
+        return _parse_callback_at(text, zone, now)
+    except (OverflowError, OSError):  # "+99999999999d", or a date at the very edge of the calendar
+        raise CallbackTimeError(f"callback time {text!r} is out of range") from None
+
+
+def _parse_callback_at(text: str, zone: str, now: datetime) -> datetime:
     value = (text or "").strip()
     tz = ZoneInfo(zone)
     rel = _RELATIVE.fullmatch(value)
@@ -138,9 +145,13 @@ class CallbackInfo:
 
 
 def list_callbacks(
-    session: Session, *, campaign_id: int | None = None, states: Collection[str] | None = None
+    session: Session, *, campaign_id: int | None = None, states: Collection[str] | None = None,
+    agent_id: int | None = None, placed_by: int | None = None, ids: Collection[int] | None = None,
+    limit: int | None = None,
 ) -> list[CallbackInfo]:
-    """Callbacks by next try (scheduled first), with the due time in the contact's zone."""
+    """Callbacks by next try (scheduled first), with the due time in the contact's zone. ``agent_id``: only an
+    agent's own (kept for them, or scheduled from a call they took); ``placed_by``: the one an attempt placed;
+    ``ids``: these."""
     stmt = (
         select(Callback, Contact, Campaign)
         .join(Contact, col(Contact.id) == col(Callback.contact_id))
@@ -151,6 +162,15 @@ def list_callbacks(
         stmt = stmt.where(col(Callback.campaign_id) == campaign_id)
     if states:
         stmt = stmt.where(col(Callback.state).in_(list(states)))
+    if agent_id is not None:
+        theirs = sa.select(col(Attempt.id)).where(col(Attempt.agent_id) == agent_id)
+        stmt = stmt.where(sa.or_(col(Callback.agent_id) == agent_id, col(Callback.from_attempt_id).in_(theirs)))
+    if placed_by is not None:
+        stmt = stmt.where(col(Callback.attempt_id) == placed_by)
+    if ids is not None:
+        stmt = stmt.where(col(Callback.id).in_(list(ids)))
+    if limit is not None:
+        stmt = stmt.limit(limit)
     logins = {agent_id: login for agent_id, login in session.execute(sa.select(col(Agent.id), col(Agent.login)))}
     out = []
     for cb, contact, campaign in session.exec(stmt).all():

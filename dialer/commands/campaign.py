@@ -468,7 +468,8 @@ def set_(
     """Change campaign settings (keys: from, sip, agents, extensions, pacing, abandon_target, abandon_window,
     max_attempts, retry_busy, retry_no_answer, retry_failed, retry_abandoned, window, window_start, window_end,
     weekdays, holidays, region, timezone, abandon_action, wrapup: an agent's wrap-up limit, e.g. 45s, for
-    campaigns with agents).
+    campaigns with agents, script: the call script agents see with the contact's record, {name} and the list's
+    columns filled in; script=@FILE reads it from a file).
 
     A change to the window, weekdays, holidays, timezone, retry delays or max_attempts re-plans the contacts
     waiting to be dialled at once: each gets the earliest next attempt the new rules allow (never before the
@@ -485,6 +486,11 @@ def set_(
         if "=" not in pair:
             fail(f"{pair!r}: settings are key=value, e.g. pacing=progressive", EXIT_USAGE)
         key, value = pair.split("=", 1)
+        if key.strip().lower() == "script" and value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text(encoding="utf-8-sig")
+            except (OSError, UnicodeDecodeError) as exc:
+                fail(f"script={value}: cannot read the file: {exc}", EXIT_USAGE)
         updates[key.strip()] = value.strip()
     engine = open_db()
     with _errors(), session_scope(engine) as s:

@@ -34,13 +34,15 @@ def report(
         None,
         "--csv",
         metavar="DIR",
-        help="Write summary.csv, contacts.csv, attempts.csv and hourly.csv into DIR.",
+        help="Write summary.csv, contacts.csv, attempts.csv, hourly.csv, agents.csv and dispositions_hourly.csv "
+        "into DIR.",
     ),
     xlsx_file: Path | None = typer.Option(
         None,
         "--xlsx",
         metavar="FILE",
-        help="Write an Excel workbook (Summary, Contacts, Attempts, Hourly + chart).",
+        help="Write an Excel workbook (Summary, Contacts, Attempts, Hourly + chart, Agents + chart, "
+        "Dispositions).",
     ),
     sqlite_file: Path | None = typer.Option(
         None, "--sqlite", metavar="FILE", help="Write a standalone SQLite database with kpi_* views."
@@ -56,7 +58,8 @@ def report(
     ),
 ) -> None:
     """Report a campaign: contacts by final state, answer and abandon rates (campaign, 24 h, 30 days), occupancy,
-    talk time, cost, an hourly table; optionally export it as CSV, XLSX or SQLite.
+    talk time, cost, an hourly table, and with agents a per-agent table (calls, time in each state, occupancy,
+    dispositions, conversion) and the dispositions by hour; optionally export it as CSV, XLSX or SQLite.
 
     Example: dialer report spring --xlsx spring.xlsx --tz Europe/London
     """

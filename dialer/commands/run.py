@@ -43,7 +43,8 @@ def run(
     time_scale: float = typer.Option(1.0, "--time-scale", help="Only against `dialer sim serve --time-scale X`: "
                                      "the same X, so agent time is counted in the simulated world's seconds."),
 ) -> None:
-    """Run the dialer daemon: pace every running campaign, reconcile, serve webhooks.
+    """Run the dialer daemon: pace every running campaign, reconcile, serve webhooks and the agents' API (/api on
+    the webhook port; its OpenAPI schema at /api/openapi.json).
 
     Stops cleanly on Ctrl-C or SIGTERM (within 10 s, nothing lost).
 
@@ -65,6 +66,7 @@ def run(
             balance_floor=balance_floor,
             heartbeat_every_s=heartbeat_every,
             http_read_timeout_s=settings.http_timeout_s,
+            api_token_ttl_s=settings.api_token_ttl_s,
             webhook_port=settings.webhook_port if webhook_port is None else webhook_port,
             webhook_host=webhook_host or settings.webhook_host,
             webhook_path=webhook_path or settings.webhook_path,

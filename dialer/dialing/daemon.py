@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +74,7 @@ class DaemonConfig:
     until_finished: bool = False
     time_scale: float = 1.0
     max_runtime_s: float = 0.0
+    api_token_ttl_s: float = 12 * 3600.0
 
 
 class Daemon:
@@ -87,6 +88,7 @@ class Daemon:
         self.live: Any = None
         self.metrics: Any = None
         self.webhook_server: Any = None
+        self.agent_api: Any = None
         self.engine = Engine(self.db, self.client,
                              config=EngineConfig(tick_s=config.tick_s, time_scale=config.time_scale))
         self.reconciler = Reconciler(
@@ -180,6 +182,8 @@ class Daemon:
         waiter.start()
         waiter.join(max(0.5, self.config.stop_timeout_s - (time.monotonic() - started)))
         self.engine.store_agent_seconds()
+        if self.agent_api is not None:
+            self.agent_api.close()  # ends the agents' event streams, so the server need not wait for them
         if self.webhook_server is not None:
             self.webhook_server.stop(timeout=2.0)
         if self._exit_code == 0:  # with the lock lost, the status row may be another daemon's now
@@ -308,6 +312,7 @@ class Daemon:
                       "running without real-time events: no webhook port configured; outcomes come from "
                       "statistics only (set --webhook-port and point Zadarma's PBX notifications at it)")
             return
+        from dialer.agents.api import AgentApi
         from dialer.asgi_thread import ServerThread
         from dialer.dialing.live import LiveState
         from dialer.metrics import Metrics
@@ -316,6 +321,7 @@ class Daemon:
         self.metrics = Metrics(budget=self.client.budget, db=self.db)
         self.live = LiveState(wrapup_s=self.config.wrapup_s)
         self.live.subscribe(self.tick_now)
+        self.agent_api = AgentApi(self.db, token_ttl_s=self.config.api_token_ttl_s, on_team_change=self.team_changed)
         app = create_webhook_app(
             self.db,
             secret=self.settings.zadarma_secret.get_secret_value(),
@@ -324,12 +330,29 @@ class Daemon:
             verify=self.config.webhook_verify,
             metrics=self.metrics,
             time_scale=self.config.time_scale,
+            routes=[self.agent_api.mount("/api")],
         )
+        self.agent_api.attach(app.state.processor)
         self.webhook_server = ServerThread(app, self.config.webhook_host, self.config.webhook_port).start()
         self.engine.live = self.live
         self.engine.live_observer = self._live_observation
         log_event(log, logging.INFO, "webhook server listening",
                   url=f"{self.webhook_server.url}{self.config.webhook_path}")
+
+    def team_changed(self, campaign_ids: Collection[int]) -> None:
+        """An agent changed their presence through the API (``dialer.agents.api``): the live state hears it now,
+        not at the next tick, and the campaigns' pacing ticks at once."""
+        from dialer.dialing.observing import read_team, team_members
+
+        now = time.time()
+        with session_scope(self.db, write=False) as s:
+            campaigns = s.exec(select(Campaign).where(col(Campaign.id).in_(list(campaign_ids)))).all()
+        for c in campaigns:
+            assert c.id is not None
+            team = read_team(self.db, c.id, datetime.fromtimestamp(now, UTC))
+            if team is not None and self.live is not None:
+                self.live.sync_team(c.id, team_members(team), wrapup_s=c.wrapup_s, now=now)
+            self.tick_now(c.id)
 
     def _live_silent(self) -> bool:
         return bool(self.live.is_silent(time.time(), self.config.live_silence_s))

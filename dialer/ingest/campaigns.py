@@ -23,6 +23,8 @@ from dialer.outcomes.transitions import mark_dnc_contacts
 
 PACING_NAMES = ("progressive", "vicidial", "vicidial-average", "predictive")
 MAX_RATIO = 5.0
+# A call script is read aloud from a screen: a few pages at most.
+MAX_SCRIPT = 20_000
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SETTING_KEYS = (
     "from_number",
@@ -45,6 +47,7 @@ SETTING_KEYS = (
     "timezone",
     "abandon_action",
     "wrapup_s",
+    "script",
 )
 # Friendlier names accepted by `dialer campaign set` (and the CLI options), mapped to columns.
 ALIASES = {
@@ -277,6 +280,11 @@ def parse_setting(key: str, value: Any) -> tuple[str, Any]:
         if seconds > 3600:
             raise SettingsError(f"wrap-up limit {value!r}: at most 1h")
         return k, seconds
+    if k == "script":
+        text = "" if value is None else str(value).replace("\r\n", "\n").strip()
+        if len(text) > MAX_SCRIPT:
+            raise SettingsError(f"the call script is {len(text):,} characters; at most {MAX_SCRIPT:,}")
+        return k, text or None
     known = ", ".join([*SETTING_KEYS, "window", *ALIASES])
     raise SettingsError(f"unknown setting {key!r}; known: {known}")
 
@@ -285,7 +293,7 @@ def parse_settings(values: Mapping[str, Any]) -> dict[str, Any]:
     """Parses several settings; ``window=09:00-18:00`` sets both ends."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if value is None and key not in ("sip", "default_region", "region"):
+        if value is None and key not in ("sip", "default_region", "region", "script"):
             continue
         if key.strip().lower() == "window":
             m = re.fullmatch(r"\s*(\S+)\s*-\s*(\S+)\s*", str(value))

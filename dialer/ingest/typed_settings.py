@@ -66,4 +66,5 @@ def typed_settings(c: Campaign) -> dict[str, str]:
         "timezone": c.timezone,
         "abandon_action": c.abandon_action,
         "wrapup": format_duration(c.wrapup_s),
+        "script": c.script or "",
     }

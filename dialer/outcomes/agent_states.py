@@ -24,6 +24,15 @@ from sqlmodel import Session, col, select
 from dialer.models import Agent, AgentCampaign, AgentEvent, Attempt, Campaign
 from dialer.outcomes.states import IN_CALL_AGENT_STATES, AgentState, Presence
 
+# ``session.info`` key: the ids of the agents whose session a transaction changed, so whoever commits it can tell
+# listeners (the agents' event streams) after the commit.
+CHANGED_AGENTS = "dialer.changed_agents"
+
+
+def changed_agents(session: Session) -> set[int]:
+    """The agents whose session this transaction changed (and forget them)."""
+    return set(session.info.pop(CHANGED_AGENTS, ()))
+
 
 class AgentStateError(ValueError):
     """A presence change that is not possible from the agent's state; the message says why."""
@@ -157,6 +166,8 @@ def apply(
     agent.wrapup_until = at + timedelta(seconds=wrapup_s) if move.state == AgentState.WRAPUP else None
     agent.updated_at = at
     session.add(agent)
+    if agent.id is not None:
+        session.info.setdefault(CHANGED_AGENTS, set()).add(agent.id)
     return changed
 
 

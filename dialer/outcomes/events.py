@@ -18,7 +18,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.metrics import Metrics
 from dialer.models import Attempt, Campaign, WebhookEvent
-from dialer.outcomes.agent_states import CallStep, agent_call_step
+from dialer.outcomes.agent_states import CallStep, agent_call_step, changed_agents
 from dialer.outcomes.routing import abandon_answer, caller_answer, route_customer
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES
 from dialer.outcomes.transitions import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
@@ -191,6 +191,9 @@ class WebhookProcessor:
         self._answers: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._refs: OrderedDict[int, _Ref] = OrderedDict()
         self.completed = 0  # attempts this processor ended (first completion only)
+        # Called after each committed batch with the ids of the agents whose session it changed (the agents'
+        # event streams, dialer.agents.feed), on the writer thread: they must only hand the news on.
+        self.agent_listeners: list[Callable[[set[int]], None]] = []
         self._insert = self._insert_statement()
 
     def _insert_statement(self) -> Any:
@@ -244,12 +247,14 @@ class WebhookProcessor:
         its raw row stored; a database failure fails the whole batch (nothing is committed)."""
         notify: list[int] = []
         results: list[Processed] = []
+        agents: set[int] = set()
         with self._lock:
             session = Session(self.engine, expire_on_commit=False)
             try:
                 for fields, received_at, ok in items:
                     results.append(self._one(session, fields, received_at, ok, notify))
                 session.commit()
+                agents = changed_agents(session)
             except BaseException:
                 session.rollback()
                 raise
@@ -262,7 +267,16 @@ class WebhookProcessor:
                 self._answers.popitem(last=False)
         if notify:
             self.live.notify(notify)
+        if agents:
+            self._tell_agent_listeners(agents)
         return results
+
+    def _tell_agent_listeners(self, agents: set[int]) -> None:
+        for listener in list(self.agent_listeners):
+            try:
+                listener(agents)
+            except Exception as exc:  # a listener's bug must not fail the webhook
+                log_event(log, logging.ERROR, "agent listener failed", error=f"{type(exc).__name__}: {exc}")
 
     def _one(
         self, session: Session, raw: Mapping[str, str], received_at: datetime, ok: bool, notify: list[int]

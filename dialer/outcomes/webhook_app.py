@@ -1,5 +1,5 @@
 """The PBX webhook receiver over HTTP: an ASGI app for ``GET/POST {path}`` (Zadarma's ``zd_echo`` check and the
-NOTIFY_* events), ``/healthz`` and ``/metrics``.
+NOTIFY_* events), ``/healthz`` and ``/metrics`` (and whatever routes the caller mounts beside them).
 
 Request path: parse the form (urlencoded or multipart) on the event loop, check the ``Signature`` header, then hand
 the event to one writer thread that stores and folds it (``dialer.outcomes.events.WebhookProcessor``) and answers
@@ -16,7 +16,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from dialer.dialing.live import LiveState
 from dialer.logs import log_event
@@ -133,8 +133,10 @@ def create_webhook_app(
     metrics: Metrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     time_scale: float = 1.0,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The webhook app: ``GET/POST {path}``, ``GET /healthz``, ``GET /metrics``.
+    """The webhook app: ``GET/POST {path}``, ``GET /healthz``, ``GET /metrics``, and ``routes`` served beside them
+    (the daemon mounts the agents' API, ``dialer.agents.api``, at ``/api``).
 
     ``verify=False`` accepts unsigned events (logged as a WARNING at start-up); with ``verify=True`` a secret is
     required. The app's ``state.processor`` is the ``WebhookProcessor`` (tests and the daemon may use it).
@@ -260,6 +262,7 @@ def create_webhook_app(
             Route(path, hook, methods=["GET", "POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *routes,
         ],
         lifespan=lifespan,
     )

@@ -1,4 +1,5 @@
-"""A campaign report as a directory of CSV files: summary.csv, contacts.csv, attempts.csv, hourly.csv.
+"""A campaign report as a directory of CSV files: summary.csv, contacts.csv, attempts.csv, hourly.csv, agents.csv,
+dispositions_hourly.csv.
 
 Times are text ``YYYY-MM-DD HH:MM:SS+HH:MM`` in the report's timezone (see ``frames.text_frame``).
 
@@ -25,10 +26,14 @@ from sqlalchemy.engine import Engine
 
 from dialer.reporting.frames import (
     ATTEMPT_COLUMNS,
+    DISPOSITION_HOURLY_COLUMNS,
     Column,
     Progress,
+    agent_columns,
+    agents_frame,
     contact_columns,
     contact_field_names,
+    dispositions_hourly_text,
     hourly_text,
     iter_attempt_frames,
     iter_contact_frames,
@@ -57,11 +62,12 @@ def _guard(cells: list[Any]) -> list[Any]:
 def export_csv(
     engine: Engine, report: Report, directory: Path, *, progress: Progress | None = None, bom: bool = True
 ) -> list[Path]:
-    """summary.csv, contacts.csv, attempts.csv, hourly.csv in ``directory`` (created if needed); UTF-8 with a
-    byte-order mark unless ``bom`` is False."""
+    """summary.csv, contacts.csv, attempts.csv, hourly.csv, agents.csv, dispositions_hourly.csv in ``directory``
+    (created if needed); UTF-8 with a byte-order mark unless ``bom`` is False."""
     directory.mkdir(parents=True, exist_ok=True)
     encoding = "utf-8-sig" if bom else "utf-8"
-    paths = [directory / f"{name}.csv" for name in ("summary", "contacts", "attempts", "hourly")]
+    names = ("summary", "contacts", "attempts", "hourly", "agents", "dispositions_hourly")
+    paths = [directory / f"{name}.csv" for name in names]
     summary = pd.DataFrame(
         {
             "key": [i.key for i in report.summary_items()],
@@ -76,6 +82,11 @@ def export_csv(
     _stream_csv(paths[1], columns, iter_contact_frames(engine, report, field_names), progress, encoding)
     _stream_csv(paths[2], list(ATTEMPT_COLUMNS), iter_attempt_frames(engine, report), progress, encoding)
     hourly_text(report).to_csv(paths[3], index=False, encoding=encoding)
+    agents = agent_columns(report)
+    text_frame(agents_frame(report, agents), agents, guard=_guard).to_csv(paths[4], index=False, encoding=encoding)
+    hours = [Column("hour", "text"), *DISPOSITION_HOURLY_COLUMNS[1:]]
+    text_frame(dispositions_hourly_text(report), hours, guard=_guard).to_csv(paths[5], index=False,
+                                                                              encoding=encoding)  # fmt: skip
     return paths
 
 

@@ -1,9 +1,11 @@
 """A campaign report's tables as pandas DataFrames read from the database, and their text form.
 
-Every export format holds the same four tables: summary (the report's KPIs, from ``Report.summary_items``),
-contacts (one row per contact, its input fields as columns), attempts, hourly. Their columns are declared here
-(``Column``) and every writer follows them. Contacts and attempts are streamed from the database in chunks
-(``iter_contact_frames``, ``iter_attempt_frames``), so a large campaign never sits in memory at once.
+Every export format holds the same tables: summary (the report's KPIs, from ``Report.summary_items``),
+contacts (one row per contact, its input fields as columns, its final disposition and callback), attempts, hourly,
+agents (one row per agent, a column per pause code and per disposition code) and dispositions by hour. Their
+columns are declared here (``Column``) and every writer follows them. Contacts and attempts are streamed from the
+database in chunks (``iter_contact_frames``, ``iter_attempt_frames``), so a large campaign never sits in memory at
+once; the agents' tables come from the ``Report`` as it is.
 
 Times in the frames are aware datetimes in the report's timezone (the campaign's, or the one asked for), cut to the
 whole second like the report's own time, so no row shows a time after the report's in any format. Ring and talk
@@ -26,7 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dialer.db import reader
-from dialer.outcomes.states import RESULT_OF_STATE, ContactResult
+from dialer.models import Callback
+from dialer.outcomes.states import RESULT_OF_STATE, CallbackState, ContactResult
 from dialer.reporting.figures import SECONDS_DIGITS
 from dialer.reporting.reports import (
     Report,
@@ -67,6 +70,12 @@ CONTACT_TAIL_COLUMNS = (
     Column("state", "text"),
     Column("attempts", "int"),
     Column("last_outcome", "text"),
+    # The agent's verdict on the contact's latest dispositioned call, and the callback it asked for (if any, and
+    # not cancelled since).
+    Column("disposition", "text"),
+    Column("disposition_note", "text"),
+    Column("disposition_agent", "text"),
+    Column("callback_at", "datetime"),
     Column("priority", "int"),
     Column("next_attempt_at", "datetime"),
     Column("source_line", "int"),
@@ -89,6 +98,10 @@ ATTEMPT_COLUMNS = (
     Column("finished_at", "datetime"),
     Column("pbx_call_id", "text"),
     Column("error", "text"),
+    Column("agent_id", "int"),
+    Column("agent_disposition", "text"),
+    Column("agent_note", "text"),
+    Column("disposition_at", "datetime"),
 )
 HOURLY_COLUMNS = (
     Column("hour", "datetime"),
@@ -98,6 +111,37 @@ HOURLY_COLUMNS = (
     Column("abandoned", "int"),
     Column("abandon_rate", "float"),
     Column("talk_seconds", "float"),
+)
+# Then a ``pause_<code>_seconds`` column per pause code and a ``disposition_<code>`` one per disposition code.
+AGENT_COLUMNS = (
+    Column("agent_id", "int"),
+    Column("login", "text"),
+    Column("name", "text"),
+    Column("extension", "text"),
+    Column("calls_handled", "int"),
+    Column("talk_seconds", "float"),
+    Column("wrapup_seconds", "float"),
+    Column("ringing_seconds", "float"),
+    Column("ready_seconds", "float"),
+    Column("paused_seconds", "float"),
+    Column("logged_in_seconds", "float"),
+    Column("working_seconds", "float"),
+    Column("occupancy", "float"),
+    Column("sales", "int"),
+    Column("conversion", "float"),
+    Column("undisposed", "int"),
+)
+DISPOSITION_HOURLY_COLUMNS = (
+    Column("hour", "datetime"),
+    Column("code", "text"),
+    Column("meaning", "text"),
+    Column("calls", "int"),
+)
+DISPOSITION_CODE_COLUMNS = (
+    Column("code", "text"),
+    Column("label", "text"),
+    Column("hotkey", "int"),
+    Column("meaning", "text"),
 )
 
 
@@ -144,6 +188,39 @@ def _field_value(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _final_disposition_joins(c: sa.Table) -> tuple[Any, Any, Any, sa.Table]:
+    """Contacts ``c`` outer-joined to their latest dispositioned attempt, the agent of that attempt and the
+    callback that disposition asked for (unless cancelled since); and those three.
+
+    Each "latest" is a correlated lookup on the contact's own index (attempts and callbacks by ``contact_id``), so
+    the join costs a few index probes a contact: a join on grouped subqueries makes SQLite scan them per contact.
+    """
+    a = table("attempt")
+    cb = table(str(Callback.__tablename__))  # by the model: the table's name reads as a contact state
+    inner_a, inner_cb = a.alias("a_latest"), cb.alias("cb_latest")
+    disposed, callback, agent = a.alias("disposed"), cb.alias("callback_asked"), table("agent")
+    latest_disposed = (
+        sa.select(sa.func.max(inner_a.c.id))
+        .where(inner_a.c.contact_id == c.c.id, inner_a.c.agent_disposition.is_not(None))
+        .scalar_subquery()
+    )
+    latest_callback = (
+        sa.select(sa.func.max(inner_cb.c.id))
+        .where(
+            inner_cb.c.contact_id == c.c.id,
+            inner_cb.c.from_attempt_id == disposed.c.id,
+            inner_cb.c.state != CallbackState.CANCELLED,
+        )
+        .scalar_subquery()
+    )
+    joined = (
+        c.outerjoin(disposed, disposed.c.id == latest_disposed)
+        .outerjoin(agent, agent.c.id == disposed.c.agent_id)
+        .outerjoin(callback, callback.c.id == latest_callback)
+    )
+    return joined, disposed, callback, agent
+
+
 def count_rows(engine: Engine, table_name: str, campaign_id: int) -> int:
     """How many rows of ``contact`` or ``attempt`` belong to the campaign."""
     t = table(table_name)
@@ -163,6 +240,7 @@ def iter_contact_frames(
 ) -> Iterator[pd.DataFrame]:
     """The contacts table in chunks, columns as ``contact_columns(field_names)``; at most ``limit`` rows."""
     c = table("contact")
+    joined, disposed, callback, agent = _final_disposition_joins(c)
     stmt = (
         sa.select(
             c.c.id,
@@ -176,7 +254,12 @@ def iter_contact_frames(
             raw(c.c.next_attempt_at).label("next_attempt_at"),
             c.c.source_line,
             raw(c.c.created_at).label("created_at"),
+            disposed.c.agent_disposition,
+            disposed.c.agent_note,
+            agent.c.login.label("disposition_agent"),
+            raw(callback.c.due_at).label("callback_at"),
         )
+        .select_from(joined)
         .where(c.c.campaign_id == report.campaign_id)
         .order_by(c.c.id)
         .limit(limit)
@@ -203,6 +286,10 @@ def iter_contact_frames(
             data["state"] = chunk["state"]
             data["attempts"] = chunk["attempts"]
             data["last_outcome"] = chunk["last_disposition"]
+            data["disposition"] = chunk["agent_disposition"]
+            data["disposition_note"] = chunk["agent_note"]
+            data["disposition_agent"] = chunk["disposition_agent"]
+            data["callback_at"] = _local(chunk["callback_at"], report.timezone)
             data["priority"] = chunk["priority"]
             data["next_attempt_at"] = _local(chunk["next_attempt_at"], report.timezone)
             data["source_line"] = chunk["source_line"]
@@ -236,6 +323,10 @@ def iter_attempt_frames(
             raw(a.c.finished_at).label("finished_at"),
             a.c.pbx_call_id,
             a.c.error,
+            a.c.agent_id,
+            a.c.agent_disposition,
+            a.c.agent_note,
+            raw(a.c.disposition_at).label("disposition_at"),
         )
         .where(a.c.campaign_id == report.campaign_id)
         .order_by(a.c.id)
@@ -262,6 +353,10 @@ def iter_attempt_frames(
             data["finished_at"] = _local(chunk["finished_at"], report.timezone)
             data["pbx_call_id"] = chunk["pbx_call_id"]
             data["error"] = chunk["error"]
+            data["agent_id"] = chunk["agent_id"]
+            data["agent_disposition"] = chunk["agent_disposition"]
+            data["agent_note"] = chunk["agent_note"]
+            data["disposition_at"] = _local(chunk["disposition_at"], report.timezone)
             yield pd.DataFrame(data, columns=names)
 
 
@@ -326,3 +421,58 @@ def hourly_text(report: Report) -> pd.DataFrame:
     frame["hour"] = [h.strftime("%Y-%m-%d %H:%M") for h in frame["hour"]]
     frame["abandon_rate"] = cell_values(frame["abandon_rate"])
     return frame
+
+
+# --- the agents' tables -------------------------------------------------------------------------------------
+
+
+def pause_column(code: str) -> str:
+    return f"pause_{code}_seconds"
+
+
+def disposition_column(code: str) -> str:
+    return f"disposition_{code}"
+
+
+def agent_columns(report: Report) -> list[Column]:
+    """The agents table's columns: ``AGENT_COLUMNS``, then one per pause code and one per disposition code (the
+    campaign's, then any other the agents' rows carry)."""
+    pauses: dict[str, None] = {}
+    dispositions: dict[str, None] = {}
+    for row in report.agents:
+        pauses.update(dict.fromkeys(row.pause_seconds))
+        dispositions.update(dict.fromkeys(row.dispositions))
+    return [
+        *AGENT_COLUMNS,
+        *(Column(pause_column(code), "float") for code in pauses),
+        *(Column(disposition_column(code), "int") for code in dispositions),
+    ]
+
+
+def agents_frame(report: Report, columns: Sequence[Column]) -> pd.DataFrame:
+    """The agents table (``columns`` from ``agent_columns``): a code an agent has no row for counts zero."""
+    fixed = [c.name for c in AGENT_COLUMNS]
+    zero = {c.name: (0.0 if c.kind == "float" else 0) for c in columns[len(fixed):]}
+    records = []
+    for row in report.agents:
+        record: dict[str, Any] = {name: getattr(row, name) for name in fixed}
+        record.update(zero)
+        record.update({pause_column(k): v for k, v in row.pause_seconds.items()})
+        record.update({disposition_column(k): v for k, v in row.dispositions.items()})
+        records.append(record)
+    return pd.DataFrame(records, columns=[c.name for c in columns])
+
+
+def dispositions_hourly_text(report: Report) -> pd.DataFrame:
+    """The dispositions-by-hour table for CSV / SQLite: ``hour`` as local ``YYYY-MM-DD HH:MM`` text."""
+    return pd.DataFrame(
+        [(r.hour.strftime("%Y-%m-%d %H:%M"), r.code, r.meaning, r.calls) for r in report.dispositions_hourly],
+        columns=[c.name for c in DISPOSITION_HOURLY_COLUMNS],
+    )
+
+
+def disposition_codes_frame(report: Report) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(d.code, d.label, d.hotkey, d.meaning) for d in report.disposition_codes],
+        columns=[c.name for c in DISPOSITION_CODE_COLUMNS],
+    )

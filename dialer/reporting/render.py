@@ -1,4 +1,5 @@
-"""A campaign report on the terminal: rich tables of contacts, calls, abandon rates and the hourly table.
+"""A campaign report on the terminal: rich tables of contacts, calls, abandon rates, the hourly table, and (when
+the campaign has agents) the agents and the dispositions by hour.
 
 Rendering only: every figure comes from the ``Report`` as it is; nothing here reads the database.
 """
@@ -134,3 +135,69 @@ def render(r: Report, console: Console) -> None:
     if not rows:
         hourly.add_row("no calls yet", "", "", "", "", "", "")
     console.print(hourly)
+    _render_agents(r, console)
+    _render_dispositions(r, console)
+
+
+def _codes(counts: dict[str, float] | dict[str, int], show: type[int] | type[float]) -> str:
+    """``sale 3, callback 1`` (codes with nothing left out)."""
+    parts = [f"{code} {duration(n) if show is float else count(n)}" for code, n in counts.items() if n]
+    return ", ".join(parts) or "—"
+
+
+def _render_agents(r: Report, console: Console) -> None:
+    """One row per agent: calls, time in each state, occupancy, dispositions, conversion (if there are agents)."""
+    if not r.agents:
+        return
+    table = Table(
+        title=f"Agents ({when(r.local(r.agents_from))} to {when(r.local(r.generated_at))}; occupancy = talk / "
+        "logged in and not paused)",
+        title_justify="left",
+    )
+    table.add_column("Agent")
+    for name in ("Handled", "Talk", "Wrap-up", "Ready", "Paused", "Logged in", "Occupancy", "Sales",
+                 "Conversion"):  # fmt: skip
+        table.add_column(name, justify="right")
+    table.add_column("Pauses by code")
+    table.add_column("Dispositions")
+    for a in r.agents:
+        table.add_row(
+            a.login,
+            count(a.calls_handled),
+            duration(a.talk_seconds),
+            duration(a.wrapup_seconds),
+            duration(a.ready_seconds),
+            duration(a.paused_seconds),
+            duration(a.logged_in_seconds),
+            pct(a.occupancy),
+            count(a.sales),
+            pct(a.conversion),
+            _codes(a.pause_seconds, float),
+            _codes(a.dispositions, int) + (f"; none yet {a.undisposed}" if a.undisposed else ""),
+        )
+    console.print(table)
+
+
+def _render_dispositions(r: Report, console: Console) -> None:
+    """Dispositions by local hour, a column per code (the last ``HOURLY_ROWS_SHOWN`` hours)."""
+    if not r.dispositions_hourly:
+        return
+    codes = list(dict.fromkeys([c.code for c in r.disposition_codes] + [d.code for d in r.dispositions_hourly]))
+    by_hour: dict[datetime, dict[str, int]] = {}
+    for d in r.dispositions_hourly:
+        by_hour.setdefault(d.hour, {})[d.code] = d.calls
+    hours = sorted(by_hour)
+    shown = hours[-HOURLY_ROWS_SHOWN:]
+    title = f"Dispositions by hour ({r.timezone})"
+    if len(hours) > len(shown):
+        title += f" — last {len(shown)} of {len(hours)} hours; all of them in --json / exports"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
+    table.add_column("Hour", no_wrap=True)
+    for code in codes:
+        table.add_column(code, justify="right")
+    table.add_column("Total", justify="right")
+    for hour in shown:
+        row = by_hour[hour]
+        table.add_row(hour.strftime("%Y-%m-%d %H:00"), *(count(row.get(code, 0)) for code in codes),
+                      count(sum(row.values())))  # fmt: skip
+    console.print(table)

@@ -10,6 +10,8 @@ The figures (calls, answer and abandon rates, windows, talk, occupancy) are defi
 - the hourly table buckets calls by the local hour (campaign timezone, or the one asked for) they were placed in.
 - durations are rounded to 0.1 s and the cost to the cent here, once, for every output (``figures.SECONDS_DIGITS``,
   ``figures.MONEY_DIGITS``); rates are computed from the exact values and left exact.
+- the agents' tables (per agent, dispositions by hour, the disposition codes) come from
+  ``dialer.reporting.agent_report`` over the agents' period (``agents_from`` to the report time).
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from sqlmodel import SQLModel
 from dialer.db import reader
 from dialer.models import utcnow
 from dialer.outcomes.states import RESULT_OF_STATE, AttemptState, ContactResult, ContactState
+from dialer.reporting.agent_report import AgentRow, DispositionCodeRow, DispositionHourRow, agents_part
 from dialer.reporting.figures import (
     abandon_rate,
     agent_seconds_key,
+    agents_period_start,
     answer_rate,
     call_counts,
     occupancy,
@@ -115,6 +119,11 @@ class Report:
     first_call_at: datetime | None
     last_call_at: datetime | None
     hourly: list[HourlyRow] = field(default_factory=list)
+    # The agents' period starts here and ends at ``generated_at`` (aware UTC).
+    agents_from: datetime | None = None
+    agents: list[AgentRow] = field(default_factory=list)
+    dispositions_hourly: list[DispositionHourRow] = field(default_factory=list)
+    disposition_codes: list[DispositionCodeRow] = field(default_factory=list)
 
     @property
     def tzinfo(self) -> ZoneInfo:
@@ -126,12 +135,14 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data: the keys are the dataclass fields; times are ISO 8601 in the report's zone
-        (``hourly[].hour`` is the local hour without offset)."""
+        (``hourly[].hour`` and ``dispositions_hourly[].hour`` are local hours without offset)."""
         data = asdict(self)
-        for key in ("generated_at", "first_call_at", "last_call_at"):
+        for key in ("generated_at", "first_call_at", "last_call_at", "agents_from"):
             when = self.local(data[key])
             data[key] = None if when is None else when.isoformat()
         data["hourly"] = [{**asdict(row), "hour": row.hour.isoformat()} for row in self.hourly]
+        data["dispositions_hourly"] = [{**asdict(row), "hour": row.hour.isoformat()}
+                                       for row in self.dispositions_hourly]  # fmt: skip
         return data
 
     def to_json(self) -> str:
@@ -150,6 +161,7 @@ class Report:
             s("campaign_state", "Campaign state", self.campaign_state, "text"),
             s("timezone", "Timezone of all times", self.timezone, "text"),
             s("generated_at", "Report time", self.local(self.generated_at), "datetime"),
+            s("agents_from", "Agents' figures from", self.local(self.agents_from), "datetime"),
             s("first_call_at", "First call", self.local(self.first_call_at), "datetime"),
             s("last_call_at", "Last call", self.local(self.last_call_at), "datetime"),
             s("contacts_total", "Contacts", self.contacts_total, "count"),
@@ -296,10 +308,16 @@ def _agent_seconds(conn: Connection, campaign_id: int) -> float | None:
 
 
 def build_report(
-    db_engine: Engine, campaign_name: str, *, now: datetime | None = None, tz: str | None = None
+    db_engine: Engine,
+    campaign_name: str,
+    *,
+    now: datetime | None = None,
+    tz: str | None = None,
+    agents_since: datetime | None = None,
 ) -> Report:
     """The report of campaign ``campaign_name`` at ``now`` (default: the current time), times in ``tz``
-    (default: the campaign's timezone). Raises CampaignNotFound, or ValueError for an unknown ``tz``."""
+    (default: the campaign's timezone); the agents' figures from ``agents_since`` if later than the campaign's
+    start. Raises CampaignNotFound, or ValueError for an unknown ``tz``."""
     # Whole seconds: the exports write whole-second times, and the SQLite views must draw the same windows.
     now = report_instant(now or utcnow())
     with reader(db_engine).connect() as conn:
@@ -340,8 +358,12 @@ def build_report(
         last_24h = call_counts(conn, cid, window_start(now, "24h"))
         last_30d = call_counts(conn, cid, window_start(now, "30d"))
 
+        times = calls["time"].dropna()
+        first_call = times.min().to_pydatetime() if len(times) else None
+        agents_from = agents_period_start(campaign["created_at"], first_call, now, agents_since)
+        agents = agents_part(conn, cid, start=agents_from, end=now, tz=tz_name)
+
     talk = calls["agent_talk"].dropna()
-    times = calls["time"].dropna()
 
     return Report(
         campaign_id=cid,
@@ -384,4 +406,8 @@ def build_report(
         first_call_at=times.min().floor("s").to_pydatetime() if len(times) else None,
         last_call_at=times.max().floor("s").to_pydatetime() if len(times) else None,
         hourly=_hourly(calls, tz_name),
+        agents_from=agents_from,
+        agents=agents.agents,
+        dispositions_hourly=agents.dispositions_hourly,
+        disposition_codes=agents.disposition_codes,
     )

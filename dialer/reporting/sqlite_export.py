@@ -1,19 +1,30 @@
-"""A campaign report as a standalone SQLite database: tables summary, contacts, attempts, hourly; ``kpi_*`` views.
+"""A campaign report as a standalone SQLite database: tables summary, contacts, attempts, hourly, agents,
+dispositions_hourly, disposition_codes, agent_events; ``kpi_*`` views.
 
 Times are text ``YYYY-MM-DD HH:MM:SS+HH:MM`` in the report's timezone (see ``frames.text_frame``), which SQLite's
 date functions understand, so the views can compute the 24-hour and 30-day windows themselves. SQLite stores text as
 text: no formula guard is needed. The views compute each KPI from the tables with the definitions ``reports`` uses.
+
+``agent_events`` is the timeline the report's agent figures were read from (``agent_report.read_timelines``), one
+row per state change, with ``at_us`` (microseconds since 1970: exact) next to the whole-second ``at``;
+``kpi_agents`` computes every agent's time in state from it (``figures.agent_time``: each state lasts until the
+agent's next event, the last until the report time, clipped to the agents' period from the summary) and their
+calls, sales, occupancy and conversion from ``attempts``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from dialer.db import reader
+from dialer.outcomes.states import WORKING_AGENT_STATES, AgentState, DispositionMeaning, sql_list
+from dialer.reporting.agent_report import campaign_agents, read_timelines
 from dialer.reporting.figures import (
     CALL_STATES_SQL,
     MONEY_DIGITS,
@@ -23,11 +34,17 @@ from dialer.reporting.figures import (
 )
 from dialer.reporting.frames import (
     ATTEMPT_COLUMNS,
+    DISPOSITION_CODE_COLUMNS,
+    DISPOSITION_HOURLY_COLUMNS,
     HOURLY_COLUMNS,
     Column,
     Progress,
+    agent_columns,
+    agents_frame,
     contact_columns,
     contact_field_names,
+    disposition_codes_frame,
+    dispositions_hourly_text,
     hourly_text,
     iter_attempt_frames,
     iter_contact_frames,
@@ -111,6 +128,84 @@ SQLITE_VIEWS = {
     for name, sql in SQLITE_VIEWS.items()
 }
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _shown_span_sql(microseconds: str) -> str:
+    """``figures.shown_span`` in SQLite: whole microseconds rounded half up, in integers."""
+    unit = 10 ** (6 - SECONDS_DIGITS)
+    return f"((COALESCE({microseconds}, 0) + {unit // 2}) / {unit}) / {float(10**SECONDS_DIGITS)}"
+
+
+AGENT_EVENT_COLUMNS = (
+    Column("agent_id", "int"),
+    Column("at", "datetime"),
+    Column("at_us", "int"),
+    Column("state", "text"),
+    Column("pause_code", "text"),
+    Column("event_id", "int"),
+    Column("reason", "text"),
+)
+_AGENT_VIEW = """
+    WITH bounds AS (
+        SELECT CAST(strftime('%s', (SELECT value FROM summary WHERE key = 'agents_from')) AS INTEGER) AS lo_s,
+               CAST(strftime('%s', (SELECT value FROM summary WHERE key = 'generated_at')) AS INTEGER) AS hi_s
+    ),
+    bounds_us AS (SELECT lo_s * 1000000 AS lo, hi_s * 1000000 AS hi FROM bounds),
+    spans AS (
+        -- Whole microseconds, so the sums are exact, as the report's.
+        SELECT e.agent_id, e.state,
+               MAX(0, MIN(COALESCE(LEAD(e.at_us) OVER (PARTITION BY e.agent_id ORDER BY e.at_us, e.rowid), b.hi),
+                          b.hi) - MAX(e.at_us, b.lo)) AS us
+        FROM agent_events AS e, bounds_us AS b
+    ),
+    times AS (
+        SELECT agent_id,
+               SUM(CASE WHEN state <> {logged_out} THEN us ELSE 0 END) AS logged_in_us,
+               SUM(CASE WHEN state IN ({working}) THEN us ELSE 0 END) AS working_us,
+               SUM(CASE WHEN state = {talking} THEN us ELSE 0 END) AS talk_us,
+               SUM(CASE WHEN state = {wrapup} THEN us ELSE 0 END) AS wrapup_us,
+               SUM(CASE WHEN state = {ringing} THEN us ELSE 0 END) AS ringing_us,
+               SUM(CASE WHEN state = {ready} THEN us ELSE 0 END) AS ready_us,
+               SUM(CASE WHEN state = {paused} THEN us ELSE 0 END) AS paused_us
+        FROM spans GROUP BY agent_id
+    ),
+    handled AS (
+        SELECT t.agent_id, COUNT(*) AS calls,
+               SUM(t.agent_disposition IN (SELECT code FROM disposition_codes WHERE meaning = {success})) AS sales
+        FROM attempts AS t, bounds AS b
+        WHERE t.state IN ({calls}) AND t.connected = 1 AND t.agent_id IS NOT NULL
+          AND CAST(strftime('%s', t.call_time) AS INTEGER) >= b.lo_s
+        GROUP BY t.agent_id
+    )
+    SELECT a.agent_id, a.login,
+           COALESCE(h.calls, 0) AS calls_handled,
+           {talk_seconds} AS talk_seconds,
+           {wrapup_seconds} AS wrapup_seconds,
+           {ringing_seconds} AS ringing_seconds,
+           {ready_seconds} AS ready_seconds,
+           {paused_seconds} AS paused_seconds,
+           {logged_in_seconds} AS logged_in_seconds,
+           {working_seconds} AS working_seconds,
+           CAST(m.talk_us AS REAL) / NULLIF(m.working_us, 0) AS occupancy,
+           COALESCE(h.sales, 0) AS sales,
+           CAST(h.sales AS REAL) / NULLIF(h.calls, 0) AS conversion
+    FROM agents AS a
+    LEFT JOIN times AS m ON m.agent_id = a.agent_id
+    LEFT JOIN handled AS h ON h.agent_id = a.agent_id
+    ORDER BY a.login, a.agent_id"""
+# Time in state and the agents' figures as dialer.reporting.figures defines them (see the module docstring).
+SQLITE_VIEWS["kpi_agents"] = _AGENT_VIEW.format(
+    logged_out=f"'{AgentState.LOGGED_OUT.value}'", working=sql_list(WORKING_AGENT_STATES),
+    talking=f"'{AgentState.TALKING.value}'", wrapup=f"'{AgentState.WRAPUP.value}'",
+    ringing=f"'{AgentState.RINGING.value}'", ready=f"'{AgentState.READY.value}'",
+    paused=f"'{AgentState.PAUSED.value}'", success=f"'{DispositionMeaning.SUCCESS.value}'",
+    calls=CALL_STATES_SQL,
+    **{name: _shown_span_sql("m." + name.replace("_seconds", "_us"))
+       for name in ("talk_seconds", "wrapup_seconds", "ringing_seconds", "ready_seconds", "paused_seconds",
+                    "logged_in_seconds", "working_seconds")},
+)  # fmt: skip
+
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -125,6 +220,31 @@ def _create_table(db: sqlite3.Connection, name: str, columns: Sequence[Column]) 
 
 def _insert(db: sqlite3.Connection, sql: str, frame: pd.DataFrame) -> None:
     db.executemany(sql, frame.itertuples(index=False, name=None))
+
+
+def _agent_events(engine: Engine, report: Report) -> pd.DataFrame:
+    """The timeline the report's agents' figures were read from (its agents, its period)."""
+    rows = []
+    if report.agents and report.agents_from is not None:
+        with reader(engine).connect() as conn:
+            agents = [a for a in campaign_agents(conn, report.campaign_id)
+                      if int(a["id"]) in {r.agent_id for r in report.agents}]  # fmt: skip
+            timelines = read_timelines(conn, agents, report.agents_from, report.generated_at)
+        rows = [(e.agent_id, e.at, (e.at - _EPOCH) // timedelta(microseconds=1), e.state, e.pause_code, e.event_id,
+                 e.reason) for timeline in timelines.values() for e in timeline]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=[c.name for c in AGENT_EVENT_COLUMNS])
+    frame["at"] = pd.to_datetime(frame["at"], utc=True).dt.floor("s").dt.tz_convert(report.timezone)
+    return frame
+
+
+def _write_agents(db: sqlite3.Connection, engine: Engine, report: Report) -> None:
+    columns = agent_columns(report)
+    _insert(db, _create_table(db, "agents", columns), text_frame(agents_frame(report, columns), columns))
+    hours = [Column("hour", "text"), *DISPOSITION_HOURLY_COLUMNS[1:]]
+    _insert(db, _create_table(db, "dispositions_hourly", hours), dispositions_hourly_text(report))
+    _insert(db, _create_table(db, "disposition_codes", DISPOSITION_CODE_COLUMNS), disposition_codes_frame(report))
+    events = _agent_events(engine, report)
+    _insert(db, _create_table(db, "agent_events", AGENT_EVENT_COLUMNS), text_frame(events, AGENT_EVENT_COLUMNS))
 
 
 def export_sqlite(engine: Engine, report: Report, path: Path, *, progress: Progress | None = None) -> Path:
@@ -156,6 +276,7 @@ def export_sqlite(engine: Engine, report: Report, path: Path, *, progress: Progr
                 progress(len(frame))
         hourly_columns = [Column("hour", "text"), *HOURLY_COLUMNS[1:]]
         _insert(db, _create_table(db, "hourly", hourly_columns), hourly_text(report))
+        _write_agents(db, engine, report)
         db.execute("CREATE INDEX ix_attempts_contact ON attempts (contact_id)")
         db.execute("CREATE INDEX ix_attempts_state ON attempts (state)")
         db.execute("CREATE UNIQUE INDEX ix_contacts_id ON contacts (contact_id)")

@@ -1,4 +1,5 @@
-"""A campaign report as an XLSX workbook: Summary, Contacts, Attempts, Hourly (with a chart of answers, abandons).
+"""A campaign report as an XLSX workbook: Summary, Contacts, Attempts, Hourly (with a chart of answers, abandons),
+Agents (with a chart of each agent's time in state), Dispositions (by hour and code).
 
 Times are real Excel datetimes: timezone-naive local times in the report's timezone, which is named in the column
 headers and in the Summary sheet.
@@ -28,9 +29,12 @@ from xlsxwriter.utility import xl_col_to_name
 
 from dialer.reporting.frames import (
     ATTEMPT_COLUMNS,
+    DISPOSITION_HOURLY_COLUMNS,
     HOURLY_COLUMNS,
     Column,
     Progress,
+    agent_columns,
+    agents_frame,
     cell_values,
     contact_columns,
     contact_field_names,
@@ -135,6 +139,73 @@ def _write_hourly(book: Any, report: Report, formats: _Formats) -> None:
     chart.set_y_axis({"name": "calls"})
     chart.set_size({"width": 900, "height": 420})
     sheet.insert_chart(1, len(HOURLY_COLUMNS) + 1, chart)
+
+
+# The Agents chart's stacks: each agent's logged-in time, state by state.
+_AGENT_STACKS = (
+    ("talk_seconds", "Talk", "#4472C4"),
+    ("wrapup_seconds", "Wrap-up", "#ED7D31"),
+    ("ringing_seconds", "Ringing", "#FFC000"),
+    ("ready_seconds", "Ready", "#70AD47"),
+    ("paused_seconds", "Paused", "#A5A5A5"),
+)
+_AGENT_RATES = ("occupancy", "conversion")
+
+
+def _write_agents(book: Any, report: Report, formats: _Formats) -> None:
+    """The agents table and a stacked bar per agent of their time in each state (one sheet: a row an agent)."""
+    sheet = book.add_worksheet("Agents")
+    sheet.freeze_panes(1, 2)
+    columns = agent_columns(report)
+    frame = agents_frame(report, columns)
+    for i, col in enumerate(columns):
+        sheet.set_column(i, i, max(10.0, min(24.0, len(col.name) + 2.0)))
+        sheet.write_string(0, i, col.name, formats.header)
+    for r, record in enumerate(frame.itertuples(index=False, name=None), start=1):
+        for c, (col, value) in enumerate(zip(columns, record, strict=True)):
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                continue
+            if col.kind == "text":
+                sheet.write_string(r, c, str(value))  # names are data, never formulas
+            elif col.name in _AGENT_RATES:
+                sheet.write_number(r, c, value, formats.rate)
+            else:
+                sheet.write_number(r, c, value, formats.count)
+    n = len(frame)
+    if n == 0:
+        return
+    col_of = {c.name: i for i, c in enumerate(columns)}
+    login = col_of["login"]
+    chart = book.add_chart({"type": "bar", "subtype": "stacked"})
+    for name, label, colour in _AGENT_STACKS:
+        chart.add_series({
+            "name": label,
+            "categories": ["Agents", 1, login, n, login],
+            "values": ["Agents", 1, col_of[name], n, col_of[name]],
+            "fill": {"color": colour},
+        })  # fmt: skip
+    chart.set_title({"name": "Time in state per agent"})
+    chart.set_x_axis({"name": "seconds", "num_format": "#,##0"})
+    chart.set_y_axis({"reverse": True})  # the first agent on top, as in the table
+    chart.set_size({"width": 900, "height": max(300, 120 + 36 * n)})
+    sheet.insert_chart(n + 2, 1, chart)
+
+
+def _write_dispositions(book: Any, report: Report, formats: _Formats) -> None:
+    """The dispositions by local hour and code (a row per hour and code: far below a sheet's limit)."""
+    sheet = book.add_worksheet("Dispositions")
+    sheet.freeze_panes(1, 0)
+    sheet.set_column(0, 0, 22)
+    sheet.set_column(1, len(DISPOSITION_HOURLY_COLUMNS) - 1, 18)
+    for i, col in enumerate(DISPOSITION_HOURLY_COLUMNS):
+        header = f"{col.name} ({report.timezone})" if col.kind == "datetime" else col.name
+        sheet.write_string(0, i, header, formats.header)
+    for r, row in enumerate(report.dispositions_hourly, start=1):
+        sheet.write_datetime(r, 0, row.hour, formats.hour)
+        sheet.write_string(r, 1, row.code)
+        if row.meaning is not None:
+            sheet.write_string(r, 2, row.meaning)
+        sheet.write_number(r, 3, row.calls, formats.count)
 
 
 def _parts(total: int, per_sheet: int) -> list[int]:
@@ -343,7 +414,7 @@ def export_xlsx(
     compresslevel: int = 3,
 ) -> Path:
     """The report as a workbook: Summary, Contacts, Attempts, Hourly (with a chart of answers and abandons by
-    hour). ``max_rows`` is the per-sheet row limit including the header (Excel's, unless a test lowers it).
+    hour), Agents (with a chart of time in state), Dispositions. ``max_rows`` is the per-sheet row limit including the header (Excel's, unless a test lowers it).
 
     xlsxwriter builds the workbook (styles, Summary, Hourly and its chart, the headers of the other sheets); the
     contacts and attempts rows are then streamed into it (see ``_rows_xml``), so memory stays flat. ``compresslevel``
@@ -381,6 +452,8 @@ def export_xlsx(
                 {"phone": 16, "error": 30},
             )
             _write_hourly(book, report, formats)
+            _write_agents(book, report, formats)
+            _write_dispositions(book, report, formats)
         datetime_style = formats.datetime.xf_index
         if not isinstance(datetime_style, int):  # pragma: no cover - the Summary sheet always uses it
             raise RuntimeError("xlsxwriter assigned no style to the datetime format")
