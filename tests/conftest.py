@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from dialer.sim.harness import RunningSimulator
+    from dialer.sim.scenario import Scenario
 
 # dialer modules are imported inside the fixtures that need them: a module broken mid-edit then fails the tests
 # that use it, not the collection of the whole suite.
@@ -193,3 +194,24 @@ def start_simulator() -> Iterator[Callable[..., RunningSimulator]]:
 def simulator(start_simulator: Callable[..., RunningSimulator]) -> RunningSimulator:
     """The default scenario in real time, signing with KEY/SECRET."""
     return start_simulator()
+
+
+def small_world(*, seed: int, agents: int, **overrides: Any) -> Scenario:
+    """A small simulated world for in-process engine + reconciler tests: no webhooks, statistics 30 s late;
+    ``overrides`` replace (or, for tables, update) sections of it."""
+    from dialer.sim.scenario import Scenario
+
+    d: dict[str, Any] = {
+        "seed": seed,
+        "timezone": "Europe/London",
+        "pbx_number": PBX_NUMBER,
+        "agents": {"count": agents},
+        "calls": {"answer_probability": 0.5, "p_busy": 0.2, "p_failed": 0.05, "p_unallocated": 0.0,
+                  "ring_time": {"dist": "uniform", "low": 3, "high": 8}, "max_ring_s": 20,
+                  "talk_time": {"dist": "uniform", "low": 20, "high": 60}},
+        "statistics": {"lag_s": 30},
+        "webhooks": {"profile": "none"},
+    }
+    for key, value in overrides.items():
+        d[key] = {**d.get(key, {}), **value} if isinstance(value, dict) else value
+    return Scenario.from_dict(d)

@@ -27,7 +27,7 @@ from dialer.sim.scenario import Scenario
 from dialer.zadarma.budget import RateBudget
 from dialer.zadarma.client import Timeouts, ZadarmaClient
 from dialer.zadarma.signing import authorization_header, params_string
-from tests.conftest import KEY, PBX_NUMBER, SECRET
+from tests.conftest import KEY, PBX_NUMBER, SECRET, small_world
 
 PBX = PBX_NUMBER
 SCALE = 60.0
@@ -35,20 +35,7 @@ WINDOW_S = 60.0 / SCALE  # the statistics limit's window, in wall seconds
 
 
 def _scenario(**overrides: Any) -> Scenario:
-    d: dict[str, Any] = {
-        "seed": 11,
-        "timezone": "Europe/London",
-        "pbx_number": PBX,
-        "agents": {"count": 3},
-        "calls": {"answer_probability": 0.5, "p_busy": 0.2, "p_failed": 0.05, "p_unallocated": 0.0,
-                  "ring_time": {"dist": "uniform", "low": 3, "high": 8}, "max_ring_s": 20,
-                  "talk_time": {"dist": "uniform", "low": 20, "high": 60}},
-        "statistics": {"lag_s": 30},
-        "webhooks": {"profile": "none"},
-    }
-    for key, value in overrides.items():
-        d[key] = {**d.get(key, {}), **value} if isinstance(value, dict) else value
-    return Scenario.from_dict(d)
+    return small_world(seed=11, agents=3, **overrides)
 
 
 @dataclass

@@ -38,27 +38,14 @@ from dialer.sim.harness import RunningSimulator
 from dialer.sim.scenario import Scenario
 from dialer.zadarma.budget import RateBudget
 from dialer.zadarma.client import Timeouts, ZadarmaClient
-from tests.conftest import KEY, PBX_NUMBER, SECRET, wait_for
+from tests.conftest import KEY, PBX_NUMBER, SECRET, small_world, wait_for
 
 WRONG_SECRET = "wrong0secret0wrong00"
 CALLBACK = "/v1/request/callback/"
 
 
 def _scenario(**overrides: Any) -> Scenario:
-    d: dict[str, Any] = {
-        "seed": 13,
-        "timezone": "Europe/London",
-        "pbx_number": PBX_NUMBER,
-        "agents": {"count": 8},
-        "calls": {"answer_probability": 0.5, "p_busy": 0.2, "p_failed": 0.05, "p_unallocated": 0.0,
-                  "ring_time": {"dist": "uniform", "low": 3, "high": 8}, "max_ring_s": 20,
-                  "talk_time": {"dist": "uniform", "low": 20, "high": 60}},
-        "statistics": {"lag_s": 30},
-        "webhooks": {"profile": "none"},
-    }
-    for key, value in overrides.items():
-        d[key] = {**d.get(key, {}), **value} if isinstance(value, dict) else value
-    return Scenario.from_dict(d)
+    return small_world(seed=13, agents=8, **overrides)
 
 
 @dataclass
