@@ -147,6 +147,7 @@ def test_reconciling_twice_changes_nothing(tmp_path: Path) -> None:
         assert _snapshot(w.db) == before
 
 
+@pytest.mark.slow  # waits for ten simulated minutes of statistics lag (~12 s of wall time)
 def test_a_statistics_row_ten_minutes_late_is_still_matched(tmp_path: Path) -> None:
     scenario = _scenario(statistics={"lag_s": 600}, calls={"answer_probability": 1.0, "p_busy": 0.0,
                                                              "p_failed": 0.0})
