@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dialer.outcomes.refusals import LOW_BALANCE, balance_decision, pause_reason
+from dialer.outcomes.refusals import balance_decision, pause_reason
+from dialer.outcomes.states import LOW_BALANCE
 from dialer.zadarma.errors import AuthError, Refusal, RejectedError, classify_refusal
 
 CALLBACK = "/v1/request/callback/"

@@ -31,8 +31,8 @@ from dialer.ingest import campaigns
 from dialer.kv import get_value
 from dialer.models import Attempt, Campaign, Contact, EventLog
 from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
-from dialer.outcomes.refusals import LOW_BALANCE, NO_MONEY_KEY
-from dialer.outcomes.states import AttemptState, CampaignState, ContactState
+from dialer.outcomes.refusals import NO_MONEY_KEY
+from dialer.outcomes.states import LOW_BALANCE, AttemptState, CampaignState, ContactState
 from dialer.settings import Settings
 from dialer.sim.harness import RunningSimulator
 from dialer.sim.scenario import Scenario

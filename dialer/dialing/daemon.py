@@ -33,8 +33,8 @@ from dialer.kv import get_value, put_value
 from dialer.logs import log_event
 from dialer.models import Attempt, Campaign, EventLog, utcnow
 from dialer.outcomes.reconcile import ReconcileConfig, Reconciler
-from dialer.outcomes.refusals import LOW_BALANCE, NO_MONEY_KEY, balance_decision, pause_for_refusal
-from dialer.outcomes.states import LIVE_ATTEMPT_STATES, CampaignState
+from dialer.outcomes.refusals import NO_MONEY_KEY, balance_decision, pause_for_refusal
+from dialer.outcomes.states import LIVE_ATTEMPT_STATES, LOW_BALANCE, CampaignState
 from dialer.settings import Settings
 from dialer.zadarma import (
     STATISTICS,

@@ -16,10 +16,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from dialer.outcomes.states import CampaignState
+from dialer.outcomes.states import LOW_BALANCE, CampaignState
 
 # How the daemon pauses a campaign whose account balance is under --balance-floor (dialing/daemon.py).
-LOW_BALANCE_PREFIX = "low balance"
 # A tick that places nothing while no call is in progress is still the rhythm of work for this long after the last
 # call (a VICIdial dial slot is 2.5 s, an agent's wrap-up often tens of seconds); only a longer pause is reported as
 # pacing holding back or no agent being free, so a working campaign does not flip reasons with every call.
@@ -185,7 +184,7 @@ def effective(
     """What to show for a campaign: its state says it all unless it is running; a running campaign's reason is
     the engine's last verdict, which means nothing while no daemon runs."""
     if state == CampaignState.PAUSED:
-        if (pause_reason or "").startswith(LOW_BALANCE_PREFIX):
+        if (pause_reason or "").startswith(LOW_BALANCE):
             return Verdict(Reason.LOW_BALANCE, pause_reason or "")
         return Verdict(Reason.PAUSED, pause_reason or "")
     if state != CampaignState.RUNNING:

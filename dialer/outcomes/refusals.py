@@ -25,11 +25,10 @@ from sqlmodel import Session, col, select
 
 from dialer.kv import put_value
 from dialer.models import Campaign, EventLog
-from dialer.outcomes.states import CAMPAIGN_ACTIONS
+from dialer.outcomes.states import CAMPAIGN_ACTIONS, LOW_BALANCE
 from dialer.zadarma.errors import Refusal
 
 # The pause reason's prefix the daemon's balance check resumes (dialer.dialing.daemon).
-LOW_BALANCE = "low balance"
 # {"at": ISO time of Zadarma's refusal for money, "balance": the lowest balance the daemon saw since, or None}.
 NO_MONEY_KEY = "account:no_money"
 

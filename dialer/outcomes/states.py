@@ -162,6 +162,10 @@ CAMPAIGN_ACTIONS: dict[str, tuple[frozenset[CampaignState], CampaignState]] = {
 TERMINAL_CAMPAIGN_STATES: frozenset[CampaignState] = frozenset({CampaignState.DELETED})
 
 
+# A campaign paused with a reason starting with this is the daemon's to resume when the balance recovers.
+LOW_BALANCE = "low balance"
+
+
 def sql_list(states: tuple[StrEnum, ...]) -> str:
     """``'a', 'b'`` for raw SQL (index predicates, export views); values are our own constants, never input."""
     return ", ".join(f"'{s.value}'" for s in states)
