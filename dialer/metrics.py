@@ -37,6 +37,8 @@ _COUNTERS: dict[str, str] = {
     "dialer_webhook_signature_failures_total": "Webhook requests refused for a missing or wrong signature.",
     "dialer_webhook_malformed_total": "Webhook requests refused as malformed.",
     "dialer_webhook_errors_total": "Webhook events stored but not folded because of an error.",
+    "dialer_webhook_unknown_events_total": "Webhook requests refused for an event name with no signing rule.",
+    "dialer_webhook_rate_limited_total": "Webhook requests refused unread: their source was over its failure budget.",
 }
 
 

@@ -219,3 +219,17 @@ def test_missing_file_and_unknown_column_are_one_line_errors(tmp_path: Path, cli
     assert res.returncode == 1 and "no campaign named 'c'" in res.stderr  # the failed load left no campaign
     res = cli("campaign", "load", str(path), "--campaign", "c", "--from", "1", "--phone-column", "mobile")
     assert res.returncode == 1 and "no phone column 'mobile'" in res.stderr, res.stderr
+
+
+def test_rejects_file_never_holds_a_live_formula(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "phone,name,=HYPERLINK(\"x\")\n=cmd|' /C calc'!A0,@SUM(1;2),+1+1\n12345,-2+3,-3.5\n", encoding="utf-8"
+    )
+    res = _load(engine, path)
+    assert res.rejected == 2
+    with open(res.rejects_path or "", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["line", "reason", "phone", "name", "'=HYPERLINK(\"x\")"]
+    assert rows[1][2:] == ["'=cmd|' /C calc'!A0", "'@SUM(1;2)", "'+1+1"]
+    assert rows[2][2:] == ["12345", "'-2+3", "-3.5"]  # a plain number stays as it is

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
+from dialer.cells import formula_safe_cells
 from dialer.db import session_scope
 from dialer.ingest import campaigns, phones
 from dialer.ingest.reading import (
@@ -273,6 +274,11 @@ def _write_rejects(
     out = Path(target) if target else path.with_name(path.stem + ".rejects.csv")
     bad = reason.notna()
     rej = frame[bad].copy()
+    # A rejected row is written as it came, so it may hold a formula: the same guard as the report CSVs.
+    for name in rej.columns:
+        if not pd.api.types.is_numeric_dtype(rej[name]):
+            rej[name] = formula_safe_cells(rej[name].tolist())
+    rej.columns = formula_safe_cells([str(c) for c in rej.columns])
     rej.insert(0, "reason", reason[bad])
     rej.insert(0, "line", lines[bad])
     try:
