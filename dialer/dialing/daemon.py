@@ -411,6 +411,10 @@ class Daemon:
 
 def run_daemon(settings: Settings, config: DaemonConfig, *, on_ready: Callable[[Daemon], None] | None = None) -> int:
     settings.require_credentials()
+    if config.webhooks and config.webhook_port:
+        from dialer.asgi_thread import check_listen
+
+        check_listen(config.webhook_host, config.webhook_port, "--webhook-port / DIALER_WEBHOOK_PORT")
     daemon = Daemon(settings, config)
     if on_ready is not None:
         on_ready(daemon)

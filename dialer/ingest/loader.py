@@ -73,6 +73,12 @@ class LoadResult:
     encoding: str = ""
     delimiter: str = ""
 
+    @property
+    def in_campaign(self) -> int:
+        """Rows of the file that are in the campaign after the load: loaded now, or already there (a re-run).
+        0 means the load achieved nothing, which the command reports as a failure."""
+        return self.loaded + self.reasons.get(ALREADY_IN_CAMPAIGN, 0)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "campaign": self.campaign,
@@ -90,6 +96,9 @@ class LoadResult:
             "encoding": self.encoding,
             "delimiter": self.delimiter,
         }
+
+
+ALREADY_IN_CAMPAIGN = "duplicate: already in the campaign"
 
 
 # --- loading -----------------------------------------------------------------------------------------------
@@ -183,7 +192,7 @@ def load_file(
     ok = reason.isna()
     if existing:
         already = ok & e164.isin(existing)
-        reason[already] = "duplicate: already in the campaign"
+        reason[already] = ALREADY_IN_CAMPAIGN
     ok = reason.isna()
     if dnc:
         reason[ok & e164.isin(dnc)] = "do not call"
