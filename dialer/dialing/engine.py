@@ -135,6 +135,8 @@ class Engine:
         self.clock = clock
         self._runtime: dict[int, CampaignRuntime] = {}
         self._stopping = threading.Event()
+        # Set while the daemon holds dialling (a full disk, dialer.dialing.disk): ticks place nothing meanwhile.
+        self.hold: Callable[[], bool] = lambda: False
         self._pool = ThreadPoolExecutor(max_workers=self.config.place_workers, thread_name_prefix="place")
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
@@ -218,7 +220,7 @@ class Engine:
 
     def tick(self, campaign_id: int) -> TickResult:
         result = TickResult(campaign_id)
-        if self.stopping:
+        if self.stopping or self.hold():
             return result
         with session_scope(self.db, write=False) as s:
             campaign = s.get(Campaign, campaign_id)
