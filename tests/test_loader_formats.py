@@ -233,3 +233,35 @@ def test_rejects_file_never_holds_a_live_formula(engine: Engine, tmp_path: Path)
     assert rows[0] == ["line", "reason", "phone", "name", "'=HYPERLINK(\"x\")"]
     assert rows[1][2:] == ["'=cmd|' /C calc'!A0", "'@SUM(1;2)", "'+1+1"]
     assert rows[2][2:] == ["12345", "'-2+3", "-3.5"]  # a plain number stays as it is
+
+
+def test_a_file_mixing_utf8_and_windows_1251_is_decoded_line_by_line(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("phone,name\n+447911123456,José\n".encode() + "+447911123457,Иван Петров\n".encode("cp1251"))
+    res = _load(engine, path)
+    assert res.loaded == 2 and res.encoding == "utf-8+cp1251 (line by line)"
+    assert sorted(c.name or "" for c in _contacts(engine)) == ["José", "Иван Петров"]
+
+
+def test_a_line_neither_utf8_nor_clearly_windows_1251_is_refused_with_its_number(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        "phone,name\n+447911123456,José\n".encode()
+        + "+447911123457,Иван\n".encode("cp1251")
+        + "+447911123458,Ünïcödé\n".encode("latin-1")
+        + b"+447911123459,\x98\n"
+    )
+    with pytest.raises(loader.LoaderError, match=r"line\(s\) 4, 5 are neither UTF-8 nor clearly Windows-1251"):
+        loader.load_file(engine, path, "c")
+    assert _contacts(engine) == []
+
+
+def test_ragged_rows_are_rejected_with_a_reason_not_cut(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("phone,name\n+447911123456,Ann,extra,more\n+447911123457,Bob\n", encoding="utf-8")
+    res = _load(engine, path)
+    assert (res.loaded, res.rejected) == (1, 1)
+    (row,) = _rejects(res)
+    assert row["line"] == "2" and "field" in row["reason"] and "extra" in ",".join(row.values())
