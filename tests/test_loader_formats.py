@@ -265,3 +265,18 @@ def test_ragged_rows_are_rejected_with_a_reason_not_cut(engine: Engine, tmp_path
     assert (res.loaded, res.rejected) == (1, 1)
     (row,) = _rejects(res)
     assert row["line"] == "2" and "field" in row["reason"] and "extra" in ",".join(row.values())
+
+
+def test_wide_and_bloated_rows_are_capped_with_a_warning(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    header = ["phone", "name", *(f"c{i}" for i in range(3000))]
+    rows = [header, ["+447911123456", "N" * 20_000, *("x" * 12_000 if i == 0 else str(i) for i in range(3000))]]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    res = _load(engine, path)
+    assert res.loaded == 1
+    assert any("3,000 custom columns: kept the first 200" in w and "'c200'" in w for w in res.warnings)
+    assert any("2 field(s) longer than 10,000 characters were cut" in w for w in res.warnings)
+    (contact,) = _contacts(engine)
+    assert len(contact.fields) == loader.MAX_CUSTOM_COLUMNS and "c200" not in contact.fields
+    assert len(contact.fields["c0"]) == 10_000 and len(contact.name or "") == 10_000

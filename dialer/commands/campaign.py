@@ -230,6 +230,7 @@ def load_summary(result: Any, created: bool = False) -> list[str]:
                    "kept in the 'extension' field.")  # fmt: skip
     if result.blank_lines:
         out.append(f"Skipped {result.blank_lines:,} blank line{'s' if result.blank_lines != 1 else ''}.")
+    out.extend(f"Warning: {w}" for w in result.warnings)
     return out
 
 
