@@ -376,7 +376,23 @@ class Daemon:
         if self._silent_logged:
             log_event(log, logging.INFO, "webhook events flowing again: pacing from live state")
             self._silent_logged = False
+        self._heal_live(int(campaign.id or 0), now)
         return self.live.observation(campaign, now)
+
+    def _heal_live(self, campaign_id: int, now: float) -> None:
+        """Calls the live state still has in progress whose attempt the database says is over (their end event was
+        lost; the statistics or another source completed them) are closed, so pacing never counts a phantom."""
+        ids = self.live.live_attempts(campaign_id)
+        if not ids:
+            return
+        with session_scope(self.db, write=False) as s:
+            over = s.exec(
+                select(Attempt.id).where(col(Attempt.id).in_(ids), col(Attempt.state).not_in(LIVE_ATTEMPT_STATES))
+            ).all()
+        closed = self.live.close_calls([int(a) for a in over if a is not None], now)
+        if closed:
+            log_event(log, logging.INFO, "live calls closed from the database (their end events were lost)",
+                      campaign_id=campaign_id, calls=closed)
 
     # -- helpers -------------------------------------------------------------------------------------
 
