@@ -21,6 +21,7 @@ from contextlib import contextmanager
 import typer
 
 from dialer.commands.common import EXIT_CONFIG, EXIT_ERROR, fail
+from dialer.dialing.disk import exception_chain
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
@@ -64,23 +65,9 @@ _OS = {
 }
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, what SQLAlchemy wrapped (``orig``) and what it was raised from or during, once each."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        linked = (getattr(e, "orig", None), e.__cause__, e.__context__)
-        todo.extend(x for x in linked if isinstance(x, BaseException))
-
-
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """(message, exit code) for a failure the operator can act on, None for an unexpected one."""
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
     if any(isinstance(e, KeyboardInterrupt) for e in chain):
         return INTERRUPTED, EXIT_INTERRUPTED
     for e in chain:

@@ -17,21 +17,23 @@ _FULL_TEXT = ("database or disk is full", "disk is full", "no space left on devi
 LOG_EVERY_S = 60.0
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, what SQLAlchemy wrapped (``orig``) and what it was raised from or during, once each."""
     seen: set[int] = set()
-    todo: list[BaseException] = [exc]
+    todo = [exc]
     while todo:
-        e = todo.pop()
+        e = todo.pop(0)
         if id(e) in seen:
             continue
         seen.add(id(e))
         yield e
-        todo.extend(x for x in (getattr(e, "orig", None), e.__cause__, e.__context__) if isinstance(x, BaseException))
+        linked = (getattr(e, "orig", None), e.__cause__, e.__context__)
+        todo.extend(x for x in linked if isinstance(x, BaseException))
 
 
 def is_disk_full(exc: BaseException) -> bool:
     """True when ``exc`` (or what it wraps) says the disk or the database's file system is full."""
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:
             return True
         if any(text in str(e).lower() for text in _FULL_TEXT):
