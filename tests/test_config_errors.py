@@ -124,3 +124,16 @@ def test_fuzzed_settings_never_give_a_traceback(tmp_path: Path) -> None:
         codes.add(res.returncode)
     assert codes <= {0, 1, 2}, codes
     assert os.path.exists(tmp_path)
+
+
+def test_exit_codes_scripts_can_trust(cli: Cli, simulator: object, tmp_path: Path) -> None:
+    """A reconcile that could not authenticate exits 4; a report that could not be written exits 1; both say so in
+    one line."""
+    wrong = {"ZADARMA_API_URL": str(simulator), "ZADARMA_KEY": "wrong-key-000000", "ZADARMA_SECRET": "nope" * 5}
+    res = cli("reconcile", env=wrong)
+    assert res.returncode == 4 and "Traceback" not in res.stderr, res.stdout + res.stderr
+    assert "statistics could not be read" in res.stderr
+    (tmp_path / "list.csv").write_text("phone\n+447911123456\n", encoding="utf-8")
+    cli.ok("campaign", "load", str(tmp_path / "list.csv"), "--campaign", "c", "--from", "100")
+    res = cli("report", "c", "--xlsx", "/proc/no/r.xlsx")
+    assert res.returncode == 1 and res.stderr.startswith("Error: "), res.stderr
