@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from dialer.sim.agenda import in_period
 from dialer.sim.scenario import DAY_S, Scenario
 
 # Internal heap event codes.
@@ -65,6 +66,8 @@ class SimAgent:
     pending_logout: bool = False
     pause_code: str | None = None
     pending_pause: str | None = None  # a break that starts when the current call and wrap-up end
+    breaks_taken: int = 0
+    break_slot: int | None = None  # which of the scenario's breaks the agent is on (or will take after the call)
     calls_taken: int = 0
     talk_total: float = 0.0
     wrapup_total: float = 0.0
@@ -472,23 +475,29 @@ class CallModel:
             self._apply_breaks(t)
 
     def _apply_breaks(self, t: float) -> None:
-        want = self.scenario.breaks_at_clock(self.clock(t))
-        codes = set(want) | {c for a in self.agents for c in (a.pause_code, a.pending_pause) if c is not None}
-        for code in sorted(codes):
-            on = [a for a in self.agents if a.logged_in and code in (a.pause_code, a.pending_pause)]
-            n = want.get(code, 0)
+        """Each break of the scenario holds its own ``count`` agents: those back first, then those leaving."""
+        c = self.clock(t)
+        wanted = [b.count if in_period(b.start_s, b.end_s, c) else 0 for b in self.scenario.agent_breaks]
+        for i, n in enumerate(wanted):
+            on = [a for a in self.agents if a.logged_in and a.break_slot == i]
             # Back from the break: first those still waiting to start it, then the longest paused.
             on.sort(key=lambda a: (a.pending_pause is None, a.since))
             for a in on[: max(0, len(on) - n)]:
+                a.break_slot = None
                 if a.pending_pause is not None:
                     a.pending_pause = None
                 else:
                     self._unpause(a, t)
-            need = n - len(on)
-            free = [a for a in reversed(list(self._idle.values()))]
-            busy = [a for a in self.agents if a.state in ("talking", "wrapup") and not a.pending_logout
-                    and a.pending_pause is None]  # fmt: skip
-            for a in [*free, *busy][: max(0, need)]:
+        for i, n in enumerate(wanted):
+            on = [a for a in self.agents if a.logged_in and a.break_slot == i]
+            # Breaks go round the team: those who have had the fewest first, an idle one before a busy one.
+            cands = [a for a in self.agents if a.state in ("idle", "talking", "wrapup") and not a.pending_logout
+                     and a.break_slot is None]  # fmt: skip
+            cands.sort(key=lambda a: (a.breaks_taken, a.state != "idle"))
+            code = self.scenario.agent_breaks[i].code
+            for a in cands[: max(0, n - len(on))]:
+                a.break_slot = i
+                a.breaks_taken += 1
                 if a.state == "idle":
                     self._idle.pop(a.extension, None)
                     self._pause(a, t, code)
@@ -526,6 +535,7 @@ class CallModel:
         agent.logged_in = False
         agent.pending_logout = False
         agent.pause_code = agent.pending_pause = None
+        agent.break_slot = None
         agent.state = "offline"
         agent.since = t
         self._idle.pop(agent.extension, None)

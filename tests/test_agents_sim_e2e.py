@@ -1,0 +1,150 @@
+"""The whole agent loop end to end: `dialer sim serve` whose ten simulated agents log in, take breaks, one logs out
+mid-shift (and comes back later), and save dispositions through the daemon's real /api (``[desk]``), against `dialer run` with
+webhooks on. Checked against the simulator's truth (its calls and the desk's record of what each agent told the
+dialer): no customer routed to an agent who was away, the abandon rate under the cap, a disposition for every
+connected call, no call ever again to a do-not-call number, every callback placed within 60 world seconds of its
+time (an "only me" one: of the first moment after its time that its agent was ready), and "only me" callbacks
+reaching their agent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import col, select
+
+from dialer.models import Agent, AgentEvent, Attempt, Callback, Contact
+from tests.conftest import wait_for
+from tests.desk_support import PIN, desk_world, routed_to_away
+from tests.e2e import stack
+
+pytestmark = pytest.mark.slow
+
+SCALE = 30.0
+AGENTS = 10
+
+
+def _unix(dt: Any) -> float:
+    return float(dt.replace(tzinfo=UTC).timestamp() if dt.tzinfo is None else dt.timestamp())
+
+
+def first_ready(events: list[AgentEvent], t: float) -> float:
+    """The first moment at or after ``t`` the agent was ready (by their event rows)."""
+    state = None
+    for e in events:
+        at = _unix(e.at)
+        if at > t:
+            if state == "ready":
+                return t
+            if e.to_state == "ready":
+                return at
+        state = e.to_state
+    return t if state == "ready" else math.inf
+
+
+def test_ten_simulated_agents_work_a_campaign_through_the_api(tmp_path: Path) -> None:
+    # The simulator starts after the setup: its shift clock (the breaks) starts with it.
+    with stack(tmp_path, time_scale=SCALE, webhooks=True, scenario=desk_world(agents=AGENTS), start_sim=False) as st:
+        phones = st.make_campaign("desk", 120, agents=AGENTS, pacing="progressive", max_attempts=2)
+        # Wrap-up ends with the agent's disposition, or after one wall second (30 world seconds).
+        st.cli("campaign", "set", "desk", "wrapup=1")
+        for i in range(AGENTS):
+            st.cli("agent", "add", f"agent{100 + i}", "--name", f"Agent {i}", "--extension", str(100 + i),
+                   "--campaign", "desk", "--pin-stdin", input=PIN + "\n")  # fmt: skip
+        st.start_sim()
+        proc = st.run_daemon(300, start="desk")
+        assert proc.returncode == 0, st.daemon_log()[-3000:]
+        calls = st.wait_truth_settled()
+        desk = httpx.get(st.api + "/_sim/desk", timeout=10).json()
+        wait_for(lambda: all(d["at"] is not None for d in httpx.get(st.api + "/_sim/desk", timeout=10)
+                             .json()["dispositions"]), timeout=60, what="the desk's dispositions to be answered")
+        desk = httpx.get(st.api + "/_sim/desk", timeout=10).json()
+        report = st.report_json("desk")
+        with st.db() as s:
+            attempts = list(s.exec(select(Attempt)).all())
+            contacts = {c.id: c for c in s.exec(select(Contact)).all()}
+            callbacks = list(s.exec(select(Callback)).all())
+            agents = {a.id: a for a in s.exec(select(Agent)).all()}
+            events: dict[int, list[AgentEvent]] = {}
+            for e in s.exec(select(AgentEvent).order_by(col(AgentEvent.id))).all():
+                events.setdefault(e.agent_id, []).append(e)
+    timeline = desk["timeline"]
+    states = Counter((r["state"], r["code"]) for r in timeline)
+    print(f"desk timeline: {dict(states)}; errors {desk['errors']}")
+    # The schedule happened: every agent logged in, most of the seven breaks and lunches were taken (one due during
+    # a call starts after it, so a short break can pass before the call ends), one logout and that agent's return;
+    # each came back from each pause.
+    pauses = states[("paused", "break")] + states[("paused", "lunch")]
+    assert pauses >= 5 and states[("paused", "lunch")] >= 1
+    assert states[("logged_out", None)] == 1
+    assert states[("ready", None)] == AGENTS + pauses + 1
+    assert all(r["ok"] for r in timeline), [r for r in timeline if not r["ok"]]
+
+    # 1. No customer routed to an agent who was paused or logged out.
+    routed = [c for c in calls if (c.get("webhook_answer") or {}).get("redirect")]
+    bad = routed_to_away(calls, timeline)
+    print(f"routed by the dialer: {len(routed)}; to an agent who was away: {len(bad)}")
+    assert routed and not bad, bad[:3]
+    # The PBX connected each customer to the agent the dialer named (the desk holds agents the dialer does not count).
+    named = [c for c in calls if c["connected"] and (c.get("webhook_answer") or {}).get("redirect")]
+    assert all(c["agent"] == str(c["webhook_answer"]["redirect"]) for c in named)
+
+    # 2. Abandon rate under the cap (3% of answered calls).
+    answered = sum(1 for c in calls if c["answered"])
+    abandoned = sum(1 for c in calls if c["abandoned"])
+    print(f"answered {answered}, abandoned {abandoned} ({100 * abandoned / max(answered, 1):.2f}%)")
+    assert answered >= 40
+    assert abandoned / answered <= 0.03
+
+    # 3. Every connected call has a disposition, saved by the agent it was routed to.
+    connected = [a for a in attempts if a.connected]
+    missing = [a.id for a in connected if not a.agent_disposition]
+    print(f"connected {len(connected)}, without a disposition: {len(missing)}; by code "
+          f"{dict(Counter(a.agent_disposition for a in connected))}")  # fmt: skip
+    assert connected and not missing
+    assert len(connected) == sum(1 for c in calls if c["connected"])
+    saved = {d["attempt_id"]: d for d in desk["dispositions"]}
+    assert all(saved[a.id]["login"] == agents[a.agent_id].login for a in connected if a.agent_id in agents)
+
+    # 4. A do-not-call number is never called again.
+    dnc_at: dict[str, float] = {}
+    for a in connected:
+        if a.agent_disposition == "dnc" and a.disposition_at is not None:
+            dnc_at[contacts[a.contact_id].phone] = _unix(a.disposition_at)
+    again = [c for c in calls if "+" + c["to"].lstrip("+") in dnc_at and c["received_at"] > dnc_at["+" + c["to"].lstrip("+")]]
+    print(f"do-not-call numbers: {len(dnc_at)}; called again after: {len(again)}")
+    assert dnc_at and not again
+
+    # 5. Every scheduled callback placed within 60 world seconds of its time (the window is always open).
+    placed = [cb for cb in callbacks if cb.attempt_id is not None]
+    by_attempt = {a.id: a for a in attempts}
+    late = []
+    delays = []
+    for cb in placed:
+        a = by_attempt[cb.attempt_id]
+        start = _unix(cb.due_at)
+        if cb.agent_id is not None:
+            start = first_ready(events.get(cb.agent_id, []), start)
+        delay = (_unix(a.created_at) - start) * SCALE
+        delays.append(delay)
+        if delay > 60:
+            late.append((cb.id, round(delay, 1), cb.agent_id))
+    print(f"callbacks scheduled {len(callbacks)}, placed {len(placed)}; placed after their time (world s): "
+          f"median {sorted(delays)[len(delays) // 2] if delays else math.nan:.1f}, max {max(delays, default=0):.1f}; "
+          f"late {late}")  # fmt: skip
+    assert placed and len(placed) == len(callbacks)
+    assert not late
+    # 6. "Only me" callbacks reach that agent.
+    mine = [cb for cb in placed if cb.agent_id is not None]
+    reached = [cb for cb in mine if by_attempt[cb.attempt_id].connected]
+    wrong = [cb.id for cb in reached if by_attempt[cb.attempt_id].agent_id != cb.agent_id]
+    print(f"only-me callbacks placed {len(mine)}, connected {len(reached)}, to another agent {len(wrong)}")
+    assert mine and not wrong
+    assert report["agents"], "the report has a per-agent table"
+    assert {p for p in phones} >= {contacts[a.contact_id].phone for a in attempts}
