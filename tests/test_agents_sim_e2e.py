@@ -148,3 +148,52 @@ def test_ten_simulated_agents_work_a_campaign_through_the_api(tmp_path: Path) ->
     assert mine and not wrong
     assert report["agents"], "the report has a per-agent table"
     assert {p for p in phones} >= {contacts[a.contact_id].phone for a in attempts}
+
+
+def _team_log(text: str) -> list[tuple[float, int, int, int]]:
+    """(unix time, agents, idle, decided) of each "pacing for a new team size" line of the daemon's log."""
+    from datetime import datetime
+
+    out = []
+    for line in text.splitlines():
+        if "pacing for a new team size" not in line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split() if "=" in part and not part.startswith("msg="))
+        at = datetime.fromisoformat(fields["ts"].replace("Z", "+00:00")).timestamp()
+        out.append((at, int(fields["agents"]), int(fields["idle"]), int(fields["decided"])))
+    return out
+
+
+def test_a_pause_of_half_the_team_is_paced_for_within_a_tick(tmp_path: Path) -> None:
+    world = desk_world(agents=AGENTS, logout="23:00", back="23:30",
+                       breaks='{ start = "09:08", end = "09:12", count = 5, code = "break" }')  # fmt: skip
+    with stack(tmp_path, time_scale=SCALE, webhooks=True, scenario=world, start_sim=False) as st:
+        st.make_campaign("half", 80, agents=AGENTS, pacing="progressive", max_attempts=2)
+        for i in range(AGENTS):
+            st.cli("agent", "add", f"agent{100 + i}", "--name", f"Agent {i}", "--extension", str(100 + i),
+                   "--campaign", "half", "--pin-stdin", input=PIN + "\n")  # fmt: skip
+        st.start_sim()
+        proc = st.run_daemon(300, start="half")
+        assert proc.returncode == 0, st.daemon_log()[-3000:]
+        timeline = httpx.get(st.api + "/_sim/desk", timeout=10).json()["timeline"]
+        team = _team_log(st.daemon_log())
+    paused = sorted((r["asked_at"], r["at"]) for r in timeline if r["state"] == "paused")
+    pauses = [at for _, at in paused]
+    # Five go on a break; one in a long call when it starts may still be in it when the break ends (then stays).
+    assert len(pauses) >= 4, (timeline, team)
+    t0 = team[0][0]
+    print("team decisions (s from the first, agents, idle, decided):",
+          [(round(t - t0, 2), a, i, d) for t, a, i, d in team])  # fmt: skip
+    # Each pause is followed by a decision for a team at least one smaller within a tick (0.1 s: the API ticks the
+    # agent's campaigns at once, or the next tick does if one is placing), counted from the dialer's answer to it.
+    # Pauses answered together may be paced for in one decision.
+    lags = []
+    for k, (asked, at) in enumerate(paused, start=1):
+        when = [t for t, a, _, _ in team if a <= AGENTS - k and t >= asked]
+        assert when, (k, team)
+        lags.append(max(0.0, when[0] - at))
+    print(f"from each pause to pacing for the smaller team: {[round(x * 1000) for x in lags]} ms")
+    assert max(lags) < 1.0
+    # While they are away, no decision paces for more: the next change is their return.
+    after = [a for t, a, _, _ in team if t > pauses[-1] + 0.5]
+    assert after and after[0] > AGENTS - len(pauses)

@@ -239,6 +239,11 @@ class Engine:
             if team is not None and team.working == 0:
                 n = 0  # agents, but none logged in and not paused: no call, whatever the policy says
             result.decided, result.agents, result.idle = n, obs.agents_logged_in, obs.idle
+            if team is not None and result.agents != rt.team_size:
+                # The decision log of a team change: a pause or logout is paced for from this tick on.
+                log_event(log, logging.INFO, "pacing for a new team size", campaign=campaign.name,
+                          agents=result.agents, was=rt.team_size, idle=result.idle, decided=n)  # fmt: skip
+                rt.team_size = result.agents
             if n and not self.stopping:
                 attempts = self.claim(campaign, n, result)
                 result.claimed = len(attempts)
