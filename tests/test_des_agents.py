@@ -46,7 +46,7 @@ def test_the_policy_paces_for_the_team_presence_reports() -> None:
     assert set(_at(seen, "09:05")) == {10}
     # The break starts at 09:10 for agents in calls: they finish the call (60 s talk, 5 s wrap-up) first, so the
     # team shrinks during that minute, not at its first second as the schedule says.
-    first = [n for t, n in seen if t >= 9 * 3600 + 600][0]
+    first = next(n for t, n in seen if t >= 9 * 3600 + 600)
     assert first == 10
     assert set(_at(seen, "09:12")) == {8}
     assert set(_at(seen, "09:21")) == {10}  # back at 09:20: at once
