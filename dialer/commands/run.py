@@ -155,6 +155,10 @@ def _status_table(st: dict[str, object]) -> Table:
         line = f"{c['name']}: {why.get('text', '')}"
         if c.get("due_later_text"):
             line += f"; due later: {c['due_later_text']}"
+        if c.get("agents"):
+            line += "; agents: " + ", ".join(f"{n} {state}" for state, n in c["agents"].items() if n)
+        if c.get("callbacks_scheduled"):
+            line += f"; callbacks: {c['callbacks_due']} due of {c['callbacks_scheduled']} scheduled"
         lines.append(line)
     budget = daemon.get("budget") or {}
     if isinstance(budget, dict) and budget:
