@@ -14,9 +14,13 @@ from sqlmodel import col
 
 from dialer.db import session_scope
 from dialer.models import Attempt, Callback, utcnow
+from dialer.outcomes.codes import DEFAULT_DISPOSITIONS
 from dialer.outcomes.states import AgentState, CallbackState
 
 DEMO_PIN = "2468"
+# How often each default disposition is saved, in their order: sale, not interested, call back, wrong number, do
+# not call, no decision-maker.
+SHARES = (0.2, 0.35, 0.2, 0.05, 0.05, 0.15)
 # The simulated agents at the console: breaks going round the team, a lunch, dispositions with callbacks (some
 # "only me") three to twelve world minutes later, so the demo's minute and a half shows them placed.
 DEMO_DESK: dict[str, Any] = {
@@ -25,9 +29,8 @@ DEMO_DESK: dict[str, Any] = {
     "retry_s": 0.1,
     "callback_after": {"dist": "uniform", "low": 180, "high": 720},
     "only_me": 0.4,
-    "dispositions": {"sale": 0.2, "not_interested": 0.35, "callback": 0.2, "wrong_number": 0.05, "dnc": 0.05,
-                     "no_decision_maker": 0.15},
-}  # fmt: skip
+    "dispositions": {d.code: p for d, p in zip(DEFAULT_DISPOSITIONS, SHARES, strict=True)},
+}
 DEMO_BREAKS: list[dict[str, Any]] = [
     *({"start": f"09:{m:02d}", "end": f"09:{m + 5:02d}", "count": 2, "code": "break"} for m in (4, 9, 14, 19)),
     {"start": "09:25", "end": "09:35", "count": 3, "code": "lunch"},
