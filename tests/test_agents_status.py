@@ -85,3 +85,6 @@ def test_agent_list_shows_times_in_the_operators_zone(cli: Cli) -> None:
     assert "since (UTC)" in cli.ok("agent", "list", env={"COLUMNS": "200"})
     rows = json.loads(cli.ok("agent", "list", "--json", env={"DIALER_TIMEZONE": zone}))
     assert next(r for r in rows if r["login"] == "alice")["since_local"].endswith("+05:30")
+    bad = cli("agent", "list", env={"DIALER_TIMEZONE": "Nowhere/Bad"})
+    assert bad.returncode != 0 and "not an IANA time zone" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr

@@ -113,7 +113,7 @@ def list_(
 
     Example: dialer agent list --campaign spring
     """
-    from zoneinfo import ZoneInfo
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from rich.console import Console
     from rich.table import Table
@@ -131,7 +131,10 @@ def list_(
     except svc.CampaignError as exc:
         fail(str(exc))
     # Agents may work campaigns in several zones: their times are in the operator's (DIALER_TIMEZONE), else UTC.
-    zone = ZoneInfo(operator_zone("UTC"))
+    try:
+        zone = ZoneInfo(operator_zone("UTC"))
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"DIALER_TIMEZONE {operator_zone('UTC')!r} is not an IANA time zone (e.g. Europe/London)")
     if json_out:
         print_json([{**r.as_dict(), "since_local": r.since.astimezone(zone).isoformat()} for r in rows])
         return
