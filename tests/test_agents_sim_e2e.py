@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from dialer.models import Agent, AgentEvent, Attempt, Callback, Contact
 from tests.conftest import wait_for
 from tests.desk_support import PIN, desk_world, routed_to_away
-from tests.e2e import stack
+from tests.e2e import Stack, stack
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,18 @@ AGENTS = 10
 
 def _unix(dt: Any) -> float:
     return float(dt.replace(tzinfo=UTC).timestamp() if dt.tzinfo is None else dt.timestamp())
+
+
+def _centre(st: Stack, name: str, contacts: int) -> list[str]:
+    """A progressive campaign, the desk's ten agents' accounts, then the simulator (its shift clock starts now)."""
+    phones = st.make_campaign(name, contacts, agents=AGENTS, pacing="progressive", max_attempts=2)
+    # Wrap-up ends with the agent's disposition, or after one wall second (30 world seconds).
+    st.cli("campaign", "set", name, "wrapup=1")
+    for i in range(AGENTS):
+        st.cli("agent", "add", f"agent{100 + i}", "--name", f"Agent {i}", "--extension", str(100 + i),
+               "--campaign", name, "--pin-stdin", input=PIN + "\n")  # fmt: skip
+    st.start_sim()
+    return phones
 
 
 def first_ready(events: list[AgentEvent], t: float) -> float:
@@ -51,13 +63,7 @@ def first_ready(events: list[AgentEvent], t: float) -> float:
 def test_ten_simulated_agents_work_a_campaign_through_the_api(tmp_path: Path) -> None:
     # The simulator starts after the setup: its shift clock (the breaks) starts with it.
     with stack(tmp_path, time_scale=SCALE, webhooks=True, scenario=desk_world(agents=AGENTS), start_sim=False) as st:
-        phones = st.make_campaign("desk", 120, agents=AGENTS, pacing="progressive", max_attempts=2)
-        # Wrap-up ends with the agent's disposition, or after one wall second (30 world seconds).
-        st.cli("campaign", "set", "desk", "wrapup=1")
-        for i in range(AGENTS):
-            st.cli("agent", "add", f"agent{100 + i}", "--name", f"Agent {i}", "--extension", str(100 + i),
-                   "--campaign", "desk", "--pin-stdin", input=PIN + "\n")  # fmt: skip
-        st.start_sim()
+        phones = _centre(st, "desk", 120)
         proc = st.run_daemon(300, start="desk")
         assert proc.returncode == 0, st.daemon_log()[-3000:]
         calls = st.wait_truth_settled()
@@ -168,11 +174,7 @@ def test_a_pause_of_half_the_team_is_paced_for_within_a_tick(tmp_path: Path) -> 
     world = desk_world(agents=AGENTS, logout="23:00", back="23:30",
                        breaks='{ start = "09:08", end = "09:12", count = 5, code = "break" }')  # fmt: skip
     with stack(tmp_path, time_scale=SCALE, webhooks=True, scenario=world, start_sim=False) as st:
-        st.make_campaign("half", 80, agents=AGENTS, pacing="progressive", max_attempts=2)
-        for i in range(AGENTS):
-            st.cli("agent", "add", f"agent{100 + i}", "--name", f"Agent {i}", "--extension", str(100 + i),
-                   "--campaign", "half", "--pin-stdin", input=PIN + "\n")  # fmt: skip
-        st.start_sim()
+        _centre(st, "half", 80)
         proc = st.run_daemon(300, start="half")
         assert proc.returncode == 0, st.daemon_log()[-3000:]
         timeline = httpx.get(st.api + "/_sim/desk", timeout=10).json()["timeline"]

@@ -94,28 +94,29 @@ def _count(item: dict[str, Any], where: str) -> int:
     return value
 
 
-def parse_shifts(raw: Any) -> list[AgentShift]:
+def _periods(raw: Any, where: str) -> list[tuple[str, dict[str, Any], float, float, int]]:
+    """Each table of a list of periods with its place, start, end and count."""
     if not isinstance(raw, list):
-        raise ScenarioError("agents.schedule: expected a list of tables")
+        raise ScenarioError(f"{where}: expected a list of tables")
     out = []
     for i, item in enumerate(raw):
-        where = f"agents.schedule[{i}]"
-        start, end = _period(item, where)
-        out.append(AgentShift(start, end, _count(item, where)))
+        at = f"{where}[{i}]"
+        start, end = _period(item, at)
+        out.append((at, item, start, end, _count(item, at)))
     return out
 
 
+def parse_shifts(raw: Any) -> list[AgentShift]:
+    return [AgentShift(start, end, count) for _, _, start, end, count in _periods(raw, "agents.schedule")]
+
+
 def parse_breaks(raw: Any) -> list[AgentBreak]:
-    if not isinstance(raw, list):
-        raise ScenarioError("agents.breaks: expected a list of tables")
     out = []
-    for i, item in enumerate(raw):
-        where = f"agents.breaks[{i}]"
-        start, end = _period(item, where)
+    for where, item, start, end, count in _periods(raw, "agents.breaks"):
         code = str(item.get("code", "break"))
         if not code or len(code) > 32:
             raise ScenarioError(f"{where}.code: expected a pause code like \"break\" or \"lunch\"")
-        out.append(AgentBreak(start, end, _count(item, where), code))
+        out.append(AgentBreak(start, end, count, code))
     return out
 
 
