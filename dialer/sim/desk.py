@@ -131,8 +131,14 @@ class Desk:
                 kind, arg = agent.actions.popleft()
                 try:
                     if kind == "disposition" and agent.actions and agent.actions[0][0] == "presence":
-                        # Leaving at the end of this wrap-up: tell the dialer first, so it never sees them ready.
-                        await self._presence(agent, *agent.actions.popleft()[1])
+                        # Leaving at the end of this wrap-up: tell the dialer first, so it never sees them ready;
+                        # a logout ends the session (the token) only once this call's disposition is saved.
+                        leaving = agent.actions.popleft()[1]
+                        await self._presence(agent, *leaving, end_session=False)
+                        await self._dispose(agent, arg)
+                        if leaving[0] == "logged_out":
+                            await self._end_session(agent)
+                        continue
                     if kind == "presence":
                         await self._presence(agent, *arg)
                     elif kind == "connected":
@@ -146,7 +152,8 @@ class Desk:
                     self.errors["crash"] += 1
 
     # -- presence --------------------------------------------------------------------------------------------
-    async def _presence(self, agent: DeskAgent, target: str, code: str | None, decided_at: float) -> None:
+    async def _presence(self, agent: DeskAgent, target: str, code: str | None, decided_at: float, *,
+                        end_session: bool = True) -> None:
         model = self.sim.model
         if target == "ready":
             if agent.token is None:
@@ -172,12 +179,18 @@ class Desk:
         if target == "ready":
             model.release(agent.extension, self.sim.now())
             self.sim.kick()
-        elif target == "logged_out":
-            for task in list(agent.pending):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self._call(agent, "POST", "/logout", {})
-            agent.token = None
+        elif target == "logged_out" and end_session:
+            await self._end_session(agent)
+
+    async def _end_session(self, agent: DeskAgent) -> None:
+        """After a logout: once the dispositions still being saved are in, end the token (POST /api/logout)."""
+        if agent.token is None:
+            return
+        for task in list(agent.pending):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._call(agent, "POST", "/logout", {})
+        agent.token = None
 
     async def _login(self, agent: DeskAgent) -> None:
         """Log in with the PIN, trying again until the dialer answers (it may start after the simulator)."""
