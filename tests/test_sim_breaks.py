@@ -98,3 +98,20 @@ def test_bad_desk_and_breaks_are_refused_with_their_key(patch: dict[str, Any], m
     with pytest.raises(ScenarioError) as err:
         Scenario.from_dict({**BASE, **patch})
     assert message in str(err.value)
+
+
+def test_with_held_agents_a_redirected_call_waits_for_its_agent_only() -> None:
+    m = CallModel(Scenario.from_dict(BASE), 0.0, gate_agents=True, defer_routing=True)
+    m.advance(0)
+    m.release("100", 0.0)
+    m.release("101", 0.0)
+    first = m.place_call("+447700900001", 1.0)
+    m.advance(5.0)
+    assert m.route(first.id, 5.0, "100") and first.agent == "100"
+    # A customer redirected to 100 (busy) is not given to 102 when it becomes free: it waits for 100, then abandons.
+    second = m.place_call("+447700900002", 6.0)
+    m.advance(10.0)
+    assert m.route(second.id, 10.0, "100")
+    m.release("102", 10.5)
+    m.advance(100.0)
+    assert second.agent is None and second.abandoned

@@ -17,7 +17,8 @@ Agents log in and out on the scenario's schedule (``agent_login``, ``agent_logou
 (``agent_pause``, ``agent_ready``); one in a call when their shift or break starts finishes the call and its wrap-up
 first. With ``gate_agents`` an agent logging in or back from a break is ``held`` (present, not yet taking calls)
 until the driver calls :meth:`release`: the HTTP simulator's desk releases them once the dialer has confirmed them
-ready, so the PBX never connects a customer to someone the dialer does not count.
+ready, so the PBX never connects a customer to someone the dialer does not count; and a call redirected to an
+extension waits for that agent only (as a real redirect rings one extension), never for whoever frees first.
 """
 
 from __future__ import annotations
@@ -399,7 +400,16 @@ class CallModel:
             self._pause(agent, t, agent.pending_pause)
             return
         waiting = self._waiting
-        while waiting:
+        if self.gate_agents:
+            # A call redirected to one extension rings only that one (its agent may have just left the desk).
+            for call in list(waiting):
+                if call.state != "waiting":
+                    waiting.remove(call)
+                elif call.requested_agent in (None, agent.extension):
+                    waiting.remove(call)
+                    self._connect(call, agent, t)
+                    return
+        while waiting and not self.gate_agents:
             call = waiting.popleft()
             if call.state == "waiting":
                 self._connect(call, agent, t)
