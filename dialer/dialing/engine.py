@@ -138,6 +138,8 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=self.config.place_workers, thread_name_prefix="place")
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
+        # The heartbeat thread drains the agent-seconds counters the tick threads add to.
+        self._seconds_lock = threading.Lock()
         self._running_count = 1
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -233,7 +235,8 @@ class Engine:
             obs, team = seen.obs, seen.team
             agents = team.working if team is not None else configured_agents(campaign)
             if rt.last_tick:
-                rt.agent_seconds += max(0.0, now - rt.last_tick) * agents * self.config.time_scale
+                with self._seconds_lock:
+                    rt.agent_seconds += max(0.0, now - rt.last_tick) * agents * self.config.time_scale
             rt.last_tick = now
             n = max(0, min(rt.policy.decide(obs), obs.budget))
             if team is not None and team.working == 0:
@@ -445,7 +448,11 @@ class Engine:
 
     def store_agent_seconds(self) -> None:
         """Logged-in agent time per campaign, for occupancy in reports."""
+        with self._seconds_lock:
+            drained = []
+            for cid, rt in list(self._runtime.items()):
+                drained.append((cid, rt.agent_seconds))
+                rt.agent_seconds = 0.0
         with session_scope(self.db) as s:
-            for cid, rt in self._runtime.items():
-                delta, rt.agent_seconds = rt.agent_seconds, 0.0
+            for cid, delta in drained:
                 add_to_value(s, agent_seconds_key(cid), delta)

@@ -510,7 +510,7 @@ class WebhookProcessor:
                 return self._remember(row)
         if phone:
             row = session.connection().execute(_BY_PHONE, {"phone": phone}).first()
-            if row is not None:
+            if row is not None and not _other_leg(row.pbx_call_id, pbx):
                 return self._remember(row)
         return None
 
@@ -588,3 +588,11 @@ def _abandoned(ring: float | None, pbx_call_id: str | None, at: datetime) -> Cal
     """The customer answered and reached no agent."""
     return CallOutcome(ANSWERED, True, False, True, talk_seconds=0.0, ring_seconds=ring,
                        pbx_call_id=pbx_call_id, finished_at=at, source="webhook")
+
+
+def _other_leg(known: str | None, pbx: str | None) -> bool:
+    """Whether an event's call id names a different leg of the same direction than the one the attempt already
+    has: then the event is another call's (a late event of an earlier call to the number), not this attempt's."""
+    if not known or not pbx or known == pbx:
+        return False
+    return known.split("_", 1)[0] == pbx.split("_", 1)[0]

@@ -334,20 +334,28 @@ class Reconciler:
                     (in_of if _is_pbx_leg(r) else out_of)[r.attempt_id] = r
             row_links: list[dict[str, Any]] = []
 
-            # Customer legs: same number, nearest in time to when we sent the callback.
+            # Customer legs: the call id the webhooks gave the attempt, else the same number nearest in time to
+            # when we sent the callback. Start times have whole seconds and a sped-up or busy call centre rings
+            # one number several times a second, so an attempt that knows its customer leg's id takes only that
+            # row: a row of an earlier call must never end a later call that is still ringing (that would free
+            # the number for another campaign while the customer is on the line).
+            by_leg = {a.pbx_call_id: a.id for a in attempts
+                      if a.id not in out_of and a.pbx_call_id and a.pbx_call_id.startswith("out_")}
             index: dict[str, list[tuple[float, int]]] = defaultdict(list)
             for a in attempts:
-                if a.id not in out_of:
+                if a.id not in out_of and a.pbx_call_id not in by_leg:
                     index[_digits(a.phone)].append((ref_time(a).timestamp(), a.id))
             for lst in index.values():
                 lst.sort()
             for r in rows:
                 if r.attempt_id is not None or r.callstart is None or _is_pbx_leg(r):
                     continue
-                cands = index.get(_digits(r.destination or ""))
-                if not cands:
-                    continue
-                aid = _nearest(cands, r.callstart.timestamp(), tol_s)
+                aid: int | None = by_leg.pop(r.pbx_call_id, None) if r.pbx_call_id else None
+                if aid is None:
+                    cands = index.get(_digits(r.destination or ""))
+                    if not cands:
+                        continue
+                    aid = _nearest(cands, r.callstart.timestamp(), tol_s)
                 if aid is None:
                     continue
                 out_of[aid] = r
