@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,38 +11,19 @@ import sqlalchemy as sa
 from dialer import db
 from dialer.ingest import campaigns, loader
 from dialer.models import utcnow
-
-ADMIN_URLS = (
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-)
-
-
-def _admin() -> sa.Engine | None:
-    for url in ADMIN_URLS:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            return engine
-        except Exception:
-            engine.dispose()
-    return None
+from tests import pg
 
 
 @pytest.fixture()
 def pg_url() -> object:
-    admin = _admin()
+    admin = pg.admin_engine()
     if admin is None:
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    name = f"dialer_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = pg.create_database(admin)
     try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "")
+        yield url
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_database(admin, url)
         admin.dispose()
 
 

@@ -12,7 +12,8 @@ from dialer.db import session_scope
 from dialer.dialing.live import LiveState
 from dialer.metrics import Metrics
 from dialer.models import Attempt, Contact, DncEntry
-from dialer.outcomes.events import WebhookProcessor, customer_phone, dedup_key
+from dialer.outcomes.event_fields import customer_phone, dedup_key
+from dialer.outcomes.events import WebhookProcessor
 from dialer.outcomes.routing import abandon_answer
 from dialer.outcomes.states import AttemptState, ContactState
 from tests.webhooks_support import T0, answer, at, end, internal, make_db, out_end, out_start, seed, start

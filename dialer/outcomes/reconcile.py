@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import Session, col, select
 
+from dialer.contention import retry_conflicts
 from dialer.db import session_scope
 from dialer.kv import get_value, put_value
 from dialer.logs import log_event
@@ -314,6 +315,17 @@ class Reconciler:
         ``complete_attempt`` uses.
         """
         result = result or ReconcileResult()
+        part = retry_conflicts(lambda: self._match(now, since), what="reconciling statistics")
+        result.matched += part.matched
+        result.completed += part.completed
+        result.resolved_uncertain += part.resolved_uncertain
+        result.not_placed += part.not_placed
+        return result
+
+    def _match(self, now: datetime, since: datetime | None) -> ReconcileResult:
+        """One run of :meth:`match`, in two transactions (matched calls, then callbacks that never rang): run
+        again whole after a conflict with another writer."""
+        result = ReconcileResult()
         cfg = self.config
         tol = timedelta(seconds=cfg.match_tolerance_s)
         tol_s = tol.total_seconds()
@@ -418,7 +430,8 @@ class Reconciler:
             result.completed += completed
             result.resolved_uncertain += resolved
 
-            # Uncertain attempts with no customer leg long after they were sent did not happen.
+        # Uncertain attempts with no customer leg long after they were sent did not happen.
+        with session_scope(self.db) as s:
             coverage = read_coverage(s, _parse_iso(get_value(s, WATERMARK_KEY)), cfg.uncertain_grace_s, now)
             not_placed = resolve_uncertain(s, attempts, out_of, coverage, now)
             result.not_placed += not_placed
