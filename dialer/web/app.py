@@ -34,7 +34,16 @@ from dialer.agents.feed import AgentFeed
 from dialer.agents.tokens import DEFAULT_TTL_S, LoginLimiter
 from dialer.logs import log_event
 from dialer.models import utcnow
-from dialer.web.security import CSRF_FIELD, CSRF_HEADER, Kind, Sessions, Who, anonymous, check_csrf, console_secret
+from dialer.web.security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    Kind,
+    Sessions,
+    Who,
+    anonymous,
+    check_csrf,
+    console_secret,
+)
 
 log = logging.getLogger("dialer.web")
 

@@ -14,8 +14,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
+from urllib.parse import quote, quote_plus
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dialer.web")
 # What the settings form may change, each checked by the campaign settings parser.
-SETTINGS = ("agents", "pacing", "abandon_target", "window", "wrapup")
+SETTINGS = ("agents", "pacing", "abandon_target", "window", "wrapup_s")
 
 
 def board_routes(console: Console) -> list[BaseRoute]:
@@ -65,11 +66,6 @@ class Board:
         self._closed = False
 
     # --- logging in -----------------------------------------------------------------------------------------
-
-    def supervisor(self, request: Request) -> Who:
-        """The supervisor's session, checked against the users table (a disabled user is logged out)."""
-        who = self.c.require(request, Kind.SUPERVISOR)
-        return who
 
     async def login_page(self, request: Request) -> Response:
         who = self.c.who(request)
@@ -113,6 +109,7 @@ class Board:
         return response
 
     async def _user(self, request: Request) -> Who:
+        """The supervisor's session, checked against the users table (a disabled user is refused)."""
         who = self.c.require(request, Kind.SUPERVISOR)
 
         def check() -> bool:
@@ -240,9 +237,7 @@ class Board:
 
         return await self._answer(work, f"/campaigns/{name}", "campaign settings", who, name)
 
-    async def _answer(self, work: object, back: str, what: str, who: Who, name: str) -> Response:
-        from urllib.parse import quote, quote_plus
-
+    async def _answer(self, work: Callable[[], str], back: str, what: str, who: Who, name: str) -> Response:
         back = back if back == "/" else "/campaigns/" + quote(name, safe="")
         try:
             note = await self.c.run(work)

@@ -13,10 +13,10 @@ a refused action changes nothing and says why on the page.
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote_plus
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo
 
 from sqlmodel import Session
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from dialer.web.app import Console
 
 log = logging.getLogger("dialer.web")
-_PRESENCE = {"ready": Presence.READY, "pause": Presence.PAUSE, "logout": Presence.LOGOUT}
+_PRESENCE = {p.value: p for p in (Presence.READY, Presence.PAUSE)}
 
 
 class Refused(Exception):
@@ -191,7 +191,7 @@ class Desk:
         form = await self.c.form(request, who)
         wanted = _PRESENCE.get(str(form.get("state") or ""))
         code = str(form.get("code") or "").strip() or None
-        if wanted is None or wanted == Presence.LOGOUT:
+        if wanted is None:
             raise HTTPException(422, "choose ready or pause")
 
         def work(s: Session, agent: Agent, now: datetime) -> str:

@@ -78,7 +78,7 @@ class Sessions:
         if not raw or len(raw) > 4096:
             return None
         try:
-            data: Any = self._signer.loads(raw, max_age=self.max_age_s)
+            data: Any = self._signer.loads(raw, max_age=int(self.max_age_s))
             return Who(**{**data, "kind": Kind(data["kind"])})
         except (BadSignature, TypeError, KeyError, ValueError):
             return None

@@ -13,7 +13,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from dialer.asgi_thread import ServerThread
+from dialer.dialing.daemon import DaemonConfig, run_daemon
 from dialer.logs import log_event
+from dialer.settings import Settings
 from dialer.web.app import Console
 
 log = logging.getLogger("dialer.web")
@@ -50,6 +52,12 @@ def daemon_service(host: str, port: int) -> Callable[[Any], Callable[[], None]]:
         return stop
 
     return start
+
+
+def run_with_console(settings: Settings, config: DaemonConfig, host: str, port: int) -> int:
+    """`dialer run`: the daemon, with the console beside it when ``port`` is set (0: the daemon alone)."""
+    return run_daemon(settings, config,
+                      on_ready=(lambda d: d.services.append(daemon_service(host, port))) if port else None)
 
 
 def serve_forever(db: Engine, host: str, port: int, stop: threading.Event | None = None) -> str:

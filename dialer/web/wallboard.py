@@ -182,7 +182,7 @@ def _campaign_row(c: dict[str, Any], campaign: Campaign | None, slow: Slow) -> C
     return CampaignRow(
         id=cid, name=c["name"], state=c["state"], why=str(why.get("text", "")), why_reason=str(why.get("reason", "")),
         why_until=datetime.fromisoformat(until) if until else None, dialling=why.get("reason") == Reason.DIALLING,
-        ringing=int(c.get("ringing") or 0), waiting=c.get("waiting"), talking=c.get("talking"),
+        ringing=int(c.get(AgentState.RINGING) or 0), waiting=c.get("waiting"), talking=c.get(AgentState.TALKING),
         due_now=int(c.get("due_now") or 0), due_later=str(c.get("due_later_text") or ""),
         answered=int(c.get("answered") or 0), abandoned=int(c.get("abandoned") or 0),
         cap=campaign.abandon_target if campaign is not None else 0.03,
