@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("dialer.web")
 # What the settings form may change, each checked by the campaign settings parser.
 SETTINGS = ("agents", "pacing", "abandon_target", "window", "wrapup_s")
+# The campaign actions the wallboard offers (deleting stays a deliberate CLI command).
+ACTIONS = ("start", "pause", "resume", "stop")
 
 
 def board_routes(console: Console) -> list[BaseRoute]:
@@ -129,7 +131,7 @@ class Board:
         who = await self._user(request)
         live = await self.fragment(0.0)
         names = await self.c.run(self._campaign_names)
-        return self.c.page("board.html", who, live=live, campaigns=names, actions=sorted(CAMPAIGN_ACTIONS),
+        return self.c.page("board.html", who, live=live, campaigns=names, actions=ACTIONS,
                            note=request.query_params.get("note", "")[:300],
                            error=request.query_params.get("error", "")[:300])  # fmt: skip
 
@@ -213,7 +215,7 @@ class Board:
         who = await self._user(request)
         form = await self.c.form(request, who)
         name, action = request.path_params["name"], str(form.get("action") or "")
-        if action not in CAMPAIGN_ACTIONS:
+        if action not in ACTIONS or action not in CAMPAIGN_ACTIONS:
             raise HTTPException(422, f"unknown action {action!r}")
 
         def work() -> str:
