@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
-from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -24,7 +24,6 @@ from dialer.kv import put_value
 from dialer.models import Attempt, Callback, Contact, utcnow
 from dialer.outcomes.states import AgentState, CallbackState, ContactState
 from tests.agent_api_support import EXTENSIONS, PINS, CallCentre, seed
-from tests.conftest import wait_for
 from tests.web_support import PASSWORD, SHOTS, SUPERVISOR, Site, chromium, site
 from tests.webhooks_support import answer, end, start
 

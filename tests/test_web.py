@@ -1,0 +1,143 @@
+"""The web console over HTTP (no browser): login everywhere, CSRF, cookie flags, headers, limits, user logins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dialer.agents.tokens import LoginLimiter
+from dialer.db import session_scope
+from dialer.models import utcnow
+from dialer.web.users import Role, UserError, add_user, authenticate_user, disable_user
+from tests.agent_api_support import PINS, CallCentre, seed
+from tests.conftest import Cli
+from tests.web_support import PASSWORD, SUPERVISOR, csrf_of, logged_in, site
+
+
+@pytest.fixture
+def centre(tmp_path: Path) -> Iterator[CallCentre]:
+    c = seed(tmp_path, calls=2)
+    try:
+        yield c
+    finally:
+        c.db.dispose()
+
+
+PAGES = ["/", "/board/live", "/board/events", "/campaigns/spring", "/campaigns/spring/report.xlsx",
+         "/campaigns/spring/report.zip", "/rejects/abc"]  # fmt: skip
+AGENT_PAGES = ["/agent", "/agent/panel", "/agent/events"]
+
+
+def test_every_page_but_the_login_pages_needs_a_login(centre: CallCentre) -> None:
+    with site(centre) as s, httpx.Client(base_url=s.url) as http:
+        for path in PAGES:
+            r = http.get(path)
+            assert r.status_code == 303 and r.headers["location"].startswith("/login"), path
+        for path in AGENT_PAGES:
+            r = http.get(path)
+            assert r.status_code == 303 and r.headers["location"].startswith("/agent/login"), path
+        for path in ("/campaigns/spring/action", "/campaigns/spring/upload", "/agent/state", "/agent/disposition"):
+            assert http.post(path, data={"action": "pause"}).status_code == 403, path
+        assert http.get("/login").status_code == 200 and http.get("/agent/login").status_code == 200
+        # An agent's session is no supervisor's.
+        agent = logged_in(s.url, agent="alice", pin=PINS["alice"])
+        assert agent.get("/campaigns/spring").status_code == 303
+        assert agent.get("/").headers["location"] == "/agent"
+
+
+def test_a_form_without_its_csrf_token_is_refused_with_403_and_changes_nothing(centre: CallCentre) -> None:
+    with site(centre) as s:
+        sup = logged_in(s.url)
+        r = sup.post("/campaigns/spring/action", data={"action": "pause"})
+        assert r.status_code == 403 and "security token" in r.text
+        r = sup.post("/campaigns/spring/action", data={"action": "pause", "csrf": "forged"})
+        assert r.status_code == 403
+        assert 'data-campaign="spring"' in sup.get("/").text and "campaign-running" in sup.get("/board/live").text
+        token = csrf_of(sup.get("/").text)
+        r = sup.post("/campaigns/spring/action", data={"action": "pause", "csrf": token})
+        assert r.status_code == 303 and "campaign-paused" in sup.get("/board/live").text
+        agent = logged_in(s.url, agent="alice", pin=PINS["alice"])
+        assert agent.post("/agent/state", data={"state": "ready"}).status_code == 403
+        # The login forms need the token of the anonymous session their page handed out.
+        fresh = httpx.Client(base_url=s.url)
+        assert fresh.post("/login", data={"name": SUPERVISOR, "password": PASSWORD}).status_code == 403
+
+
+def test_the_session_cookie_is_signed_httponly_and_samesite_and_pages_carry_security_headers(
+    centre: CallCentre,
+) -> None:
+    with site(centre) as s, httpx.Client(base_url=s.url) as http:
+        token = csrf_of(http.get("/login").text)
+        r = http.post("/login", data={"name": SUPERVISOR, "password": PASSWORD, "csrf": token})
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        page = http.get("/")
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        # A cookie changed by hand is no session.
+        value = http.cookies["dialer_console"]
+        http.cookies.set("dialer_console", value[:-2] + ("AA" if not value.endswith("AA") else "BB"))
+        assert http.get("/").status_code == 303
+
+
+def test_wrong_pins_and_passwords_are_rate_limited(centre: CallCentre) -> None:
+    with site(centre, limiter=LoginLimiter(per_login=3, per_client=100)) as s, httpx.Client(base_url=s.url) as http:
+        token = csrf_of(http.get("/agent/login").text)
+        codes = [http.post("/agent/login", data={"login": "alice", "pin": "0000", "csrf": token}).status_code
+                 for _ in range(4)]  # fmt: skip
+        assert codes == [401, 401, 401, 429]
+        # Locked: even the right PIN waits.
+        assert http.post("/agent/login", data={"login": "alice", "pin": PINS["alice"], "csrf": token}).status_code == 429
+        codes = [http.post("/login", data={"name": SUPERVISOR, "password": "nope", "csrf": token}).status_code
+                 for _ in range(4)]  # fmt: skip
+        assert codes == [401, 401, 401, 429]
+
+
+def test_an_upload_over_the_limit_is_refused(centre: CallCentre) -> None:
+    with site(centre, upload_limit=2048) as s:
+        sup = logged_in(s.url)
+        token = csrf_of(sup.get("/campaigns/spring").text)
+        big = b"phone,name\n" + b"+12125550100,x\n" * 500
+        r = sup.post("/campaigns/spring/upload", data={"csrf": token}, files={"file": ("big.csv", big, "text/csv")})
+        assert r.status_code == 413
+        small = b"phone,name\n+12125550100,Ok\nbad,Bad\n"
+        r = sup.post("/campaigns/spring/upload", data={"csrf": token}, files={"file": ("s.csv", small, "text/csv")})
+        assert r.status_code == 200 and "loaded 1, rejected 1" in r.text
+        r = sup.post("/campaigns/spring/upload", files={"file": ("s.csv", small, "text/csv")})
+        assert r.status_code == 403
+
+
+def test_the_desk_logs_out_and_the_session_ends(centre: CallCentre) -> None:
+    with site(centre) as s:
+        agent = logged_in(s.url, agent="bob", pin=PINS["bob"])
+        token = csrf_of(agent.get("/agent").text)
+        assert agent.post("/agent/state", data={"state": "ready", "csrf": token}).status_code == 303
+        assert "state-ready" in agent.get("/agent").text
+        r = agent.post("/agent/logout", data={"csrf": token})
+        assert r.status_code == 303 and r.headers["location"] == "/agent/login"
+
+
+def test_users_have_hashed_passwords_and_disabled_ones_cannot_log_in(centre: CallCentre) -> None:
+    with session_scope(centre.db) as s:
+        user = add_user(s, "Dave", "long enough pw", Role.SUPERVISOR, utcnow())
+        assert user.name == "dave" and user.password_hash.startswith("scrypt$") and "long" not in user.password_hash
+        with pytest.raises(UserError):
+            add_user(s, "dave", "another long pw", Role.SUPERVISOR, utcnow())
+        with pytest.raises(UserError):
+            add_user(s, "eve", "short", Role.SUPERVISOR, utcnow())
+        assert authenticate_user(s, "dave", "long enough pw") is not None
+        assert authenticate_user(s, "dave", "wrong") is None
+        disable_user(s, "dave", utcnow())
+        assert authenticate_user(s, "dave", "long enough pw") is None
+
+
+def test_user_add_from_the_command_line(cli: Cli) -> None:
+    cli.ok("db", "upgrade")
+    out = cli.ok("user", "add", "frank", "--role", "supervisor", "--password-stdin", input="a fine password\n")
+    assert "Added supervisor 'frank'" in out
+    assert "frank" in cli.ok("user", "list")
+    bad = cli("user", "add", "gina", "--role", "king", "--password-stdin", input="a fine password\n")
+    assert bad.returncode == 2
