@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,44 @@ def test_user_add_from_the_command_line(cli: Cli) -> None:
     assert "frank" in cli.ok("user", "list")
     bad = cli("user", "add", "gina", "--role", "king", "--password-stdin", input="a fine password\n")
     assert bad.returncode == 2
+
+
+@pytest.mark.slow
+def test_demo_with_web_serves_the_wallboard_of_the_demo_campaign_while_it_runs(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import wait_for
+
+    proc = subprocess.Popen([sys.executable, "-m", "dialer", "demo", "--web", "--max-seconds", "20", "--quiet",
+                             "--xlsx", "out.xlsx"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        found = None
+        for _ in range(5):
+            found = re.search(r"Web console: (\S+)\s+\(log in as (\S+), password (\S+)\)", proc.stdout.readline())
+            if found:
+                break
+        assert found, "the demo printed no console address"
+        url, name, password = found.group(1).rstrip("/"), found.group(2), found.group(3)
+
+        def board() -> str | None:
+            try:
+                with httpx.Client(base_url=url, timeout=10) as http:
+                    token = csrf_of(http.get("/login").text)
+                    http.post("/login", data={"name": name, "password": password, "csrf": token})
+                    text = http.get("/board/live").text
+                    return text if 'data-campaign="demo"' in text and "campaign-running" in text else None
+            except httpx.HTTPError:
+                return None
+
+        text = wait_for(board, timeout=60, what="the demo's wallboard with its running campaign")
+        assert "Calls ringing" in text
+        rest, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, rest
