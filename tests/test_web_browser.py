@@ -24,7 +24,7 @@ from dialer.kv import put_value
 from dialer.models import Attempt, Callback, Contact, utcnow
 from dialer.outcomes.states import AgentState, CallbackState, ContactState
 from tests.agent_api_support import EXTENSIONS, PINS, CallCentre, seed
-from tests.web_support import PASSWORD, SHOTS, SUPERVISOR, Site, chromium, site
+from tests.web_support import PASSWORD, SUPERVISOR, Site, chromium, site
 from tests.webhooks_support import answer, end, start
 
 XSS = '<script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
@@ -74,7 +74,6 @@ def test_agent_logs_in_goes_ready_takes_a_call_saves_a_disposition_by_hotkey_and
         assert "America/New_York" in call  # the contact's zone, beside their local time
         _hook(s, answer(centre.phones[0], "w0", EXTENSIONS["alice"]))
         page.wait_for_selector("#state[data-state=talking]")
-        page.screenshot(path=str(SHOTS / "agent-desk.png"))
         _hook(s, end(centre.phones[0], "w0", EXTENSIONS["alice"]))
         page.wait_for_selector("#state[data-state=wrapup]")
         page.locator("body").press("1")  # the hotkey of "sale"
@@ -139,7 +138,6 @@ def test_supervisor_sees_why_not_dialling_change_pauses_uploads_with_bad_rows_an
             token = api.post("/api/login", json={"login": "bob", "pin": PINS["bob"]}).json()["token"]
             api.post("/api/state", json={"state": "ready"}, headers={"Authorization": f"Bearer {token}"})
         page.wait_for_selector(f"tr[data-agent=bob][data-state={AgentState.READY}]", timeout=10_000)
-        page.screenshot(path=str(SHOTS / "wallboard.png"), full_page=True)
 
         page.click("button[aria-label='pause spring']")
         page.wait_for_selector("text=now paused")
