@@ -121,6 +121,27 @@ def test_the_desk_logs_out_and_the_session_ends(centre: CallCentre) -> None:
         assert r.status_code == 303 and r.headers["location"] == "/agent/login"
 
 
+def test_an_agent_sees_and_dispositions_only_their_own_calls(centre: CallCentre) -> None:
+    from dialer.models import Attempt
+    from tests.agent_api_support import EXTENSIONS
+    from tests.webhooks_support import answer, end, start
+
+    with site(centre) as s:
+        alice = logged_in(s.url, agent="alice", pin=PINS["alice"])
+        bob = logged_in(s.url, agent="bob", pin=PINS["bob"])
+        alice.post("/agent/state", data={"state": "ready", "csrf": csrf_of(alice.get("/agent").text)})
+        for fields in (start(centre.phones[0], "o0"), answer(centre.phones[0], "o0", EXTENSIONS["alice"]),
+                       end(centre.phones[0], "o0", EXTENSIONS["alice"])):  # fmt: skip
+            assert httpx.post(s.hooks.url + "/zadarma", data=fields).status_code == 200
+        assert "Customer 0" in alice.get("/agent/panel").text
+        assert "Customer 0" not in bob.get("/agent/panel").text and "Customer 0" not in bob.get("/agent").text
+        r = bob.post("/agent/disposition", data={"attempt_id": str(centre.attempt_ids[0]), "code": "sale",
+                                                 "csrf": csrf_of(bob.get("/agent").text)})  # fmt: skip
+        assert r.status_code == 303 and "not+routed+to+you" in r.headers["location"]
+        with session_scope(centre.db, write=False) as db:
+            assert db.get(Attempt, centre.attempt_ids[0]).agent_disposition is None
+
+
 def test_users_have_hashed_passwords_and_disabled_ones_cannot_log_in(centre: CallCentre) -> None:
     with session_scope(centre.db) as s:
         user = add_user(s, "Dave", "long enough pw", Role.SUPERVISOR, utcnow())
