@@ -204,3 +204,36 @@ def test_demo_with_web_serves_the_wallboard_of_the_demo_campaign_while_it_runs(t
             proc.kill()
             proc.wait(10)
     assert proc.returncode == 0, rest
+
+
+def test_dialer_web_serves_the_console_alone_until_stopped(cli: Cli) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from dialer.asgi_thread import free_port
+    from tests.conftest import wait_for
+
+    cli.ok("db", "upgrade")
+    port = free_port()
+    env = {**os.environ, **{k: v for k, v in cli.env.items() if v is not None}}
+    proc = subprocess.Popen([sys.executable, "-m", "dialer", "web", "--port", str(port)], cwd=cli.cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/login", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return proc.poll() is not None
+
+        wait_for(up, timeout=60, what="dialer web to answer")
+        assert proc.poll() is None
+        assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 303
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}/" in out
