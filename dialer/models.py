@@ -393,3 +393,17 @@ class AgentToken(SQLModel, table=True):
     revoked_at: datetime | None = _ts()
     # The address the login came from, for the record.
     client: str | None = None
+
+
+class WebUser(SQLModel, table=True):
+    """A person who logs in to the web console with a password (supervisors; agents log in with their PIN).
+    Only the scrypt hash of the password is stored (``dialer.agents.accounts.hash_pin``)."""
+
+    __tablename__ = "web_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(nullable=False, unique=True)
+    role: str = Field(nullable=False)
+    password_hash: str = Field(nullable=False)
+    created_at: datetime = _created()
+    disabled_at: datetime | None = _ts()

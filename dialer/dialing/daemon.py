@@ -89,6 +89,11 @@ class Daemon:
         self.metrics: Any = None
         self.webhook_server: Any = None
         self.agent_api: Any = None
+        self.webhook_app: Any = None
+        # Servers beside the webhooks (the web console: `dialer run --web-port`), each started with the daemon
+        # once its webhooks are up and returning the function that stops it.
+        self.services: list[Callable[[Daemon], Callable[[], None]]] = []
+        self._service_stops: list[Callable[[], None]] = []
         self.engine = Engine(self.db, self.client,
                              config=EngineConfig(tick_s=config.tick_s, time_scale=config.time_scale))
         self.reconciler = Reconciler(
@@ -129,6 +134,7 @@ class Daemon:
         # One request before pacing starts teaches the budget the account's real limits and window.
         self.check_balance()
         self._start_webhooks()
+        self._service_stops = [start(self) for start in self.services]
         now = datetime.now(UTC)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
         self.scheduler.add_job(self.sync_jobs, "interval", seconds=self.config.sync_every_s, id="sync",
@@ -182,6 +188,9 @@ class Daemon:
         waiter.start()
         waiter.join(max(0.5, self.config.stop_timeout_s - (time.monotonic() - started)))
         self.engine.store_agent_seconds()
+        for stop in self._service_stops:
+            with contextlib.suppress(Exception):  # one service failing to stop must not keep the others up
+                stop()
         if self.agent_api is not None:
             self.agent_api.close()  # ends the agents' event streams, so the server need not wait for them
         if self.webhook_server is not None:
@@ -333,6 +342,7 @@ class Daemon:
             routes=[self.agent_api.mount("/api")],
         )
         self.agent_api.attach(app.state.processor)
+        self.webhook_app = app
         self.webhook_server = ServerThread(app, self.config.webhook_host, self.config.webhook_port).start()
         self.engine.live = self.live
         self.engine.live_observer = self._live_observation
