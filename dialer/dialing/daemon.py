@@ -90,6 +90,7 @@ class Daemon:
         self.webhook_server: Any = None
         self.agent_api: Any = None
         self.webhook_app: Any = None
+        self.processor: Any = None  # the webhook processor (dialer.outcomes.events), once webhooks are on
         # Servers beside the webhooks (the web console: `dialer run --web-port`), each started with the daemon
         # once its webhooks are up and returning the function that stops it.
         self.services: list[Callable[[Daemon], Callable[[], None]]] = []
@@ -296,6 +297,10 @@ class Daemon:
             self._lock_lost()
             return
         self.engine.store_agent_seconds()
+        if self.processor is not None:
+            from dialer.outcomes.refold import refold_pending
+
+            refold_pending(self.processor)
         live_now = self.live is not None and not self._live_silent()
         status: dict[str, Any] = {
             "pid": os.getpid(),
@@ -343,6 +348,7 @@ class Daemon:
         )
         self.agent_api.attach(app.state.processor)
         self.webhook_app = app
+        self.processor = app.state.processor
         self.webhook_server = ServerThread(app, self.config.webhook_host, self.config.webhook_port).start()
         self.engine.live = self.live
         self.engine.live_observer = self._live_observation

@@ -272,23 +272,36 @@ class WebhookProcessor:
             if is_conflict(exc):
                 raise  # another writer holds its rows: the whole batch runs again (process_batch)
             self._refs.clear()  # the failed fold may have changed a cached attempt's state
-            # The raw event stays stored (for audit and a later replay) even when folding it fails.
+            # The raw event stays stored, marked, and is folded again later (dialer.outcomes.refold): never lost.
             self.metrics.inc("dialer_webhook_errors_total")
-            log_event(
-                log,
-                logging.ERROR,
-                "webhook event not folded",
-                event=event,
-                pbx_call_id=fields.get("pbx_call_id", ""),
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            session.execute(sa.update(WebhookEvent).where(WebhookEvent.id == event_id)  # type: ignore[arg-type]
+                            .values(fold_error=error[:500], fold_tries=1))
+            log_event(log, logging.WARNING, "webhook event folding failed; it will be folded again", event=event,
+                      pbx_call_id=fields.get("pbx_call_id", ""), error=error)
             answer = {} if event == "NOTIFY_START" else None
         return Processed(200, answer, event_id=event_id, attempt_id=attempt_id)
 
     # --- folding ---
 
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while events are folded: one writer of events at a time (``dialer.outcomes.refold`` takes it)."""
+        return self._lock
+
+    def forget_refs(self) -> None:
+        """Drop the cached attempt facts (after a rollback they may hold states that were undone)."""
+        self._refs.clear()
+
+    def fold_late(self, session: Session, fields: dict[str, str], received_at: datetime) -> list[int]:
+        """Fold a stored event again (its first folding failed), with its receive time as the clock. Its call was
+        routed long ago, so a NOTIFY_START only links the call. Returns the campaigns to tick."""
+        notify: list[int] = []
+        self._fold(session, fields, received_at, notify, route=False)
+        return notify
+
     def _fold(
-        self, session: Session, f: dict[str, str], received_at: datetime, notify: list[int]
+        self, session: Session, f: dict[str, str], received_at: datetime, notify: list[int], *, route: bool = True
     ) -> tuple[dict[str, Any] | None, int | None]:
         event = f.get("event", "")
         now = received_at.timestamp()
@@ -328,7 +341,7 @@ class WebhookProcessor:
             return None, aid
 
         if event == "NOTIFY_START":
-            return self._route(session, ref, phone, pbx, received_at, notify), aid
+            return (self._route(session, ref, phone, pbx, received_at, notify) if route else None), aid
 
         extension = (f.get("internal") or "").strip()
         if event == "NOTIFY_INTERNAL":
