@@ -6,7 +6,8 @@ same attempt and contact rows at once. Two transactions deadlock when each holds
 every transaction that writes several of them first locks them with :func:`lock_rows`: attempts before
 contacts, each by ascending id. A transaction holding one attempt and its contact (a webhook) can then wait, but
 never in a cycle. What still conflicts (a serialisation failure, a deadlock through a path not ordered here) is
-rolled back by PostgreSQL and run again as a whole by :func:`retry_conflicts`, never half applied.
+rolled back by PostgreSQL and run again as a whole by :func:`retry_conflicts`, never half applied; so is a unit
+whose connection was lost (a server restart), on a fresh connection from the pool.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 from sqlmodel import Session
 
 from dialer.logs import log_event
@@ -27,8 +28,9 @@ log = logging.getLogger("dialer.db")
 
 T = TypeVar("T")
 
-# deadlock_detected, serialization_failure: PostgreSQL has rolled the transaction back; running it again is safe.
-CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+# deadlock_detected, serialization_failure, lock_not_available (``lock_timeout``): the transaction failed whole;
+# running it again is safe.
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 RETRIES = 6
 _CHUNK = 1_000
 
@@ -39,22 +41,38 @@ def is_conflict(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) in CONFLICT_SQLSTATES
 
 
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lost database connection (a server restart, ``pg_terminate_backend``, the network):
+    the transaction is gone with it, and the pool has dropped the connection."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the loss may surface as a later error (a savepoint's rollback, a pending rollback)
+        if seen is None:
+            return False
+        if isinstance(seen, DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def retry_conflicts(unit: Callable[[], T], *, what: str, retries: int = RETRIES,
                     sleep: Callable[[float], None] = time.sleep) -> T:
     """Run ``unit`` (one whole transaction: it opens and commits its own session) until it does not conflict.
 
-    Bounded, with jittered backoff so the two sides do not collide again in step; one warning per unit of work
-    that had to be run again. The last conflict is raised."""
+    Bounded, with jittered backoff so the two sides do not collide again in step (a lost connection waits
+    longer: the server may be restarting); one warning per unit of work that had to be run again. The last
+    error is raised."""
     for attempt in range(retries + 1):
         try:
             return unit()
-        except DBAPIError as exc:
-            if not is_conflict(exc) or attempt == retries:
+        except (DBAPIError, PendingRollbackError) as exc:
+            lost = is_disconnect(exc)
+            if not (lost or is_conflict(exc)) or attempt == retries:
                 raise
             if attempt == 0:
-                log_event(log, logging.WARNING, "database conflict; running the unit of work again", unit=what,
+                what_happened = "database connection lost" if lost else "database conflict"
+                log_event(log, logging.WARNING, f"{what_happened}; running the unit of work again", unit=what,
                           error=type(getattr(exc, "orig", exc)).__name__)
-            sleep(random.uniform(0.005, 0.03) * (2**attempt))
+            sleep(random.uniform(0.005, 0.03) * (2**attempt) * (10 if lost else 1))
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -95,13 +95,15 @@ class Stack:
     """One simulated call centre: a simulator process, a database, and daemon processes on demand."""
 
     def __init__(self, tmp: Path, *, time_scale: float = 60.0, scenario: str | None = None,
-                 faults: list[str] | None = None, webhooks: bool = True, http_timeout: float = 2.0) -> None:
+                 faults: list[str] | None = None, webhooks: bool = True, http_timeout: float = 2.0,
+                 engine: str | None = None) -> None:
         self.tmp = tmp
         self.time_scale = time_scale
         self.db_path = tmp / "dialer.db"
         self._pg_admin = None
         self.db_url = f"sqlite:///{self.db_path}"
-        if ENGINE == "postgres":
+        self.engine = engine or ENGINE
+        if self.engine == "postgres":
             self._pg_admin = pg.admin_engine()
             assert self._pg_admin is not None, "pytest --db postgres needs a PostgreSQL server at 127.0.0.1:5432"
             self.db_url = pg.create_database(self._pg_admin)

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import col, func, select
 
 from dialer.agents.presence import campaigns_with_agents
+from dialer.contention import is_disconnect
 from dialer.db import open_database, session_scope
 from dialer.dialing.daemon_lock import DaemonLock, acquire_daemon_lock
 from dialer.dialing.engine import Engine, EngineConfig
@@ -405,6 +406,9 @@ class Daemon:
     def _on_job_event(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
             log_event(log, logging.INFO, "job ran late", job=event.job_id)
+        elif event.exception is not None and is_disconnect(event.exception):
+            # A database restart: one line; the job runs again at its next interval on a fresh connection.
+            self._note_error(f"{event.job_id}: database connection lost; it runs again at its next interval")
         elif event.exception is not None:
             self._note_error(f"{event.job_id}: {type(event.exception).__name__}: {event.exception}")
             log.error("job %s failed", event.job_id, exc_info=event.exception)

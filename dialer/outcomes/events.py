@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from dialer.contention import is_conflict, retry_conflicts
+from dialer.contention import is_conflict, is_disconnect, retry_conflicts
 from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.metrics import Metrics
@@ -269,8 +269,8 @@ class WebhookProcessor:
             with session.begin_nested():
                 answer, attempt_id = self._fold(session, fields, received_at, notify)
         except Exception as exc:
-            if is_conflict(exc):
-                raise  # another writer holds its rows: the whole batch runs again (process_batch)
+            if is_conflict(exc) or is_disconnect(exc):
+                raise  # another writer holds its rows, or the connection is gone: the whole batch runs again
             self._refs.clear()  # the failed fold may have changed a cached attempt's state
             # The raw event stays stored, marked, and is folded again later (dialer.outcomes.refold): never lost.
             self.metrics.inc("dialer_webhook_errors_total")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from dialer.contention import is_conflict, retry_conflicts
+from dialer.contention import is_conflict, is_disconnect, retry_conflicts
 from dialer.logs import log_event
 from dialer.models import WebhookEvent
 
@@ -58,7 +58,7 @@ def _pass(processor: WebhookProcessor, limit: int) -> tuple[int, list[int]]:
                     _mark(session, ev.id, None, ev.fold_tries)
                 folded += 1
             except Exception as exc:
-                if is_conflict(exc):
+                if is_conflict(exc) or is_disconnect(exc):
                     raise
                 processor.forget_refs()
                 tries = ev.fold_tries + 1
