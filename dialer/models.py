@@ -124,7 +124,8 @@ class Contact(SQLModel, table=True):
     __tablename__ = "contact"
     __table_args__ = (
         sa.UniqueConstraint("campaign_id", "phone"),
-        # "Next due contacts of campaign X": one index range per due state, read in priority order.
+        # "Next due contacts of campaign X": one index range per due state, read in priority order. On
+        # PostgreSQL migration 0008 builds it as (..., next_attempt_at ASC NULLS FIRST, id): the query's order.
         sa.Index("ix_contact_due", "campaign_id", "state", sa.text("priority DESC"), "next_attempt_at"),
     )
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -37,3 +40,20 @@ def drop_database(admin: sa.Engine, url: str) -> None:
     name = sa.engine.make_url(url).database
     with admin.connect() as conn:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def bench_database(engine: str, folder: Path) -> Iterator[str]:
+    """A database URL for a benchmark: a SQLite file in ``folder``, or a throwaway PostgreSQL database."""
+    if engine == "sqlite":
+        yield f"sqlite:///{folder / 'bench.db'}"
+        return
+    admin = admin_engine()
+    if admin is None:
+        raise SystemExit("no PostgreSQL server at 127.0.0.1:5432")
+    url = create_database(admin)
+    try:
+        yield url
+    finally:
+        drop_database(admin, url)
+        admin.dispose()
