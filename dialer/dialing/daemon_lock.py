@@ -239,17 +239,23 @@ def _backend_pid(conn: Connection) -> int | None:
 
 def _holder_backend(engine: Engine) -> int | None:
     """The server process (backend pid) of the session holding the lock, or None."""
+    row = _holder_row(engine)
+    return int(row[3]) if row is not None else None
+
+
+def _holder_row(engine: Engine) -> Any:
+    """(application_name, client address, backend start, backend pid) of the lock's holder; None if unknown."""
     sql = sa.text(
-        "SELECT l.pid FROM pg_locks l "
+        "SELECT a.application_name, a.client_addr::text, a.backend_start, l.pid FROM pg_locks l "
+        "JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :k AND l.objsubid = 1 "
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     try:
         with engine.connect() as conn:
-            pid = conn.execute(sql, {"k": PG_DAEMON_LOCK}).scalar()
+            return conn.execute(sql, {"k": PG_DAEMON_LOCK}).first()
     except sa.exc.DBAPIError:
         return None
-    return int(pid) if pid is not None else None
 
 
 def _app_name() -> str:
@@ -260,17 +266,7 @@ def _app_name() -> str:
 
 def _pg_holder(engine: Engine) -> str:
     """Who holds the lock, from the holder connection's ``application_name`` ("dialer run pid=.. host=..")."""
-    sql = sa.text(
-        "SELECT a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
-        "JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :k AND l.objsubid = 1 "
-        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-    )
-    try:
-        with engine.connect() as conn:
-            row = conn.execute(sql, {"k": PG_DAEMON_LOCK}).first()
-    except sa.exc.DBAPIError:
-        return "pid unknown"
+    row = _holder_row(engine)
     if row is None or not row[0]:
         return "pid unknown"
     fields = dict(p.split("=", 1) for p in str(row[0]).split() if "=" in p)
