@@ -156,10 +156,18 @@ class Desk:
                         end_session: bool = True) -> None:
         model = self.sim.model
         if target == "ready":
-            if agent.token is None:
-                await self._login(agent)
-            asked = self.sim.now()
-            body = await self._call(agent, "POST", "/state", {"state": "ready"})
+            # The model holds the agent until the dialer says ready: keep asking (logging in again if the session
+            # ended), or the agent would never take a call.
+            while True:
+                if agent.token is None:
+                    await self._login(agent)
+                asked = self.sim.now()
+                status, body = await self._send(agent, "POST", "/state", {"state": "ready"})
+                if status == 200:
+                    break
+                if status == 401:
+                    agent.token = None
+                await asyncio.sleep(self.config.retry_s)
         elif target == "paused":
             if agent.token is None:
                 return  # never got in: the dialer already counts them out
