@@ -155,6 +155,12 @@ class Desk:
     async def _presence(self, agent: DeskAgent, target: str, code: str | None, decided_at: float, *,
                         end_session: bool = True) -> None:
         model = self.sim.model
+        if target == "ready" and agent.actions and agent.actions[0][0] == "presence":
+            # Gone again before the dialer heard they were here (a break at the start of the day): log in only,
+            # and let the next change say where they are.
+            if agent.token is None:
+                await self._login(agent)
+            return
         if target == "ready":
             # The model holds the agent until the dialer says ready: keep asking (logging in again if the session
             # ended), or the agent would never take a call.

@@ -501,14 +501,15 @@ class CallModel:
         for i, n in enumerate(wanted):
             on = [a for a in self.agents if a.logged_in and a.break_slot == i]
             # Breaks go round the team: those who have had the fewest first, an idle one before a busy one.
-            cands = [a for a in self.agents if a.state in ("idle", "talking", "wrapup") and not a.pending_logout
-                     and a.break_slot is None]  # fmt: skip
-            cands.sort(key=lambda a: (a.breaks_taken, a.state != "idle"))
+            # A held agent (not yet confirmed ready by the dialer) may start the day on a break too.
+            cands = [a for a in self.agents if a.state in ("idle", "held", "talking", "wrapup")
+                     and not a.pending_logout and a.break_slot is None]  # fmt: skip
+            cands.sort(key=lambda a: (a.breaks_taken, a.state not in ("idle", "held")))
             code = self.scenario.agent_breaks[i].code
             for a in cands[: max(0, n - len(on))]:
                 a.break_slot = i
                 a.breaks_taken += 1
-                if a.state == "idle":
+                if a.state in ("idle", "held"):
                     self._idle.pop(a.extension, None)
                     self._pause(a, t, code)
                 else:
