@@ -1,6 +1,6 @@
 """Matching statistics rows to attempts: 100,000 callbacks, their customer legs and the PBX legs of the answered.
 
-    .venv/bin/python benchmarks/bench_reconcile.py [--attempts 100000] [--runs 3]
+    .venv/bin/python benchmarks/bench_reconcile.py [--attempts 100000] [--runs 3] [--database postgres]
 
 Times storing the rows (deduplicated insert) and matching them (number + time, one-to-one, outcomes through the
 contact state machine), without HTTP: the statistics budget, not the CPU, bounds fetching. Each run builds a fresh
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dialer.db import open_database, session_scope
 from dialer.models import Attempt, Campaign, Contact, utcnow
 from dialer.outcomes.reconcile import Reconciler
+from tests.pg import bench_database
 
 FMT = "%Y-%m-%d %H:%M:%S"
 
@@ -40,11 +41,11 @@ def _digest(db: sa.engine.Engine) -> str:
     return h.hexdigest()
 
 
-def run_once(n: int) -> tuple[int, float, float, float]:
+def run_once(n: int, database: str) -> tuple[int, float, float, float]:
     """(rows, store s, match s, re-run s) for ``n`` attempts in a fresh database."""
     rng = random.Random(1)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = open_database(f"sqlite:///{tmp}/bench.db")
+    with tempfile.TemporaryDirectory() as tmp, bench_database(database, Path(tmp)) as url:
+        db = open_database(url)
         with session_scope(db) as s:
             c = Campaign(name="bench", from_number="442037691880", state="running")
             s.add(c)
@@ -99,13 +100,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--attempts", type=int, default=100_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                    help="postgres: a throwaway database on the server at 127.0.0.1:5432")
     args = ap.parse_args()
     n = args.attempts
     print("| run | attempts | statistics rows | store | match | store + match | second match |")
     print("|---|---|---|---|---|---|---|")
     results = []
     for k in range(args.runs):
-        rows, store, match, rerun = run_once(n)
+        rows, store, match, rerun = run_once(n, args.database)
         results.append((store, match, store + match, rerun))
         print(f"| {k + 1} | {n:,} | {rows:,} | {store:.1f} s | {match:.1f} s | {store + match:.1f} s | {rerun:.1f} s |")
     med = [statistics.median(r[i] for r in results) for i in range(4)]

@@ -25,6 +25,7 @@ from dialer.commands import (
     report,
     run,
     sim,
+    web,
     webhooks,
 )
 from dialer.commands.common import DAILY, DEVELOPER, OPERATIONS, SETUP, PanelGroup
@@ -91,6 +92,8 @@ app.add_typer(campaign.app, name="campaign", rich_help_panel=DAILY)
 app.add_typer(agent.app, name="agent", rich_help_panel=DAILY)
 app.command("disposition", rich_help_panel=DAILY)(agent.disposition)
 app.add_typer(agent.callbacks_app, name="callbacks", rich_help_panel=DAILY)
+app.command("web", rich_help_panel=DAILY)(web.web)
+app.add_typer(web.app, name="user", rich_help_panel=SETUP)
 app.add_typer(dnc.app, name="dnc", rich_help_panel=SETUP)
 app.add_typer(db.app, name="db", rich_help_panel=SETUP)
 app.command("reconcile", rich_help_panel=OPERATIONS)(run.reconcile)

@@ -26,6 +26,8 @@ from sqlmodel import Session
 import dialer
 
 BUSY_TIMEOUT_MS = 30_000
+PG_STATEMENT_TIMEOUT_MS = 60_000
+PG_LOCK_TIMEOUT_MS = 20_000
 ALEMBIC_DIR = Path(dialer.__file__).resolve().parent.parent / "alembic"
 # Any constant works: it only has to be the same in every dialer process sharing a PostgreSQL database.
 _PG_MIGRATION_LOCK = 7_349_011
@@ -52,6 +54,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     url = normalize_url(url)
     if not url.startswith("sqlite"):
         kwargs.setdefault("pool_pre_ping", True)
+        if url.startswith("postgresql"):
+            # Sized for the daemon's threads: 8 scheduler workers, the webhook writer, the agents' API.
+            kwargs.setdefault("pool_size", 10)
+            kwargs.setdefault("max_overflow", 10)
+            # A stuck statement or a lock held by a stalled process must not stall the pacing tick for ever.
+            connect_args = dict(kwargs.pop("connect_args", {}))
+            connect_args.setdefault("options", f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
+                                               f" -c lock_timeout={PG_LOCK_TIMEOUT_MS}")
+            kwargs["connect_args"] = connect_args
         return _create_engine(url, **kwargs)
 
     connect_args = dict(kwargs.pop("connect_args", {}))

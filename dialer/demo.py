@@ -30,9 +30,17 @@ from sqlalchemy.engine import Engine as DbEngine
 import dialer
 from dialer.asgi_thread import free_port
 from dialer.db import open_database, session_scope
+from dialer.demo_agents import (
+    DEMO_BREAKS,
+    DEMO_DESK,
+    add_demo_agents,
+    callbacks_text,
+    dispositions_text,
+    team_text,
+)
 from dialer.dialing.daemon import Daemon, DaemonConfig
 from dialer.dialing.status import daemon_status
-from dialer.models import Campaign
+from dialer.models import Campaign, utcnow
 from dialer.outcomes.states import CampaignState
 from dialer.settings import Settings
 from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
@@ -55,7 +63,9 @@ DEMO_WORLD: dict[str, Any] = {
     "seed": 1,
     "timezone": "Europe/London",
     "pbx_number": "442037691880",
-    "agents": {"count": 20, "wrapup": {"dist": "const", "value": 5}},
+    "agents": {"count": 20, "wrapup": {"dist": "const", "value": 5}, "breaks": DEMO_BREAKS},
+    # The agents log in, take breaks and save dispositions through the daemon's /api (dialer.demo_agents).
+    "desk": DEMO_DESK,
     "calls": {
         "answer_probability": 0.3,
         "p_busy": 0.1,
@@ -96,6 +106,8 @@ class DemoOptions:
     max_seconds: float = 90.0
     time_scale: float = 30.0
     quiet: bool = False
+    # Serve the web console (wallboard, agent desk) beside the daemon on this port; 0: no console.
+    web_port: int = 0
 
 
 @dataclass
@@ -107,6 +119,8 @@ class DemoResult:
     ended: str = "not started"  # "complete" | "time limit" | "interrupted"
     elapsed_s: float = 0.0
     totals: dict[str, int] = field(default_factory=dict)
+    web_url: str = ""
+    web_login: tuple[str, str] | None = None  # the console's supervisor login made for this demo
 
 
 def demo_settings(api_url: str, db_path: Path, webhook_port: int) -> Settings:
@@ -173,8 +187,11 @@ def create_demo_campaign(
             default_region="GB",
             timezone=scenario.timezone,
             abandon_action="ivr_play:1",
+            # Wrap-up ends with the agent's disposition, or after a wall second at the latest.
+            wrapup_s=1,
             **delays,
         )
+    add_demo_agents(db, scenario.extensions[: scenario.agent_count], CAMPAIGN)
     return load_file(db, contacts, CAMPAIGN, rejects_path=workdir / "example.rejects.csv")
 
 
@@ -249,6 +266,9 @@ def _progress_view(
     table.add_row("Abandoned", f"{abandoned:,} ({rate} of answered; limit 3%)")
     table.add_row("Ringing / waiting for an agent", f"{ringing} / {waiting if waiting is not None else '-'}")
     table.add_row("Agents busy", f"{busy} of {agents}")
+    table.add_row("Agents", team_text(row))
+    table.add_row("Dispositions saved", dispositions_text(db, campaign_id))
+    table.add_row("Callbacks", callbacks_text(db, campaign_id))
     table.add_row("Contacts still to call", f"{int(row.get('due', 0)):,}")
     if budget:
         table.add_row(
@@ -420,6 +440,8 @@ def _run(
             result.sim_url, result.webhook_url = sim.url, webhook_url
             settings = demo_settings(sim.url, result.database, webhook_port)
             config = daemon_config(scenario, opts.time_scale, webhook_port)
+            if opts.web_port:
+                result.web_url, result.web_login = f"http://127.0.0.1:{opts.web_port}/", _demo_login(db)
             if on_urls is not None:
                 on_urls(result)
             loaded = create_demo_campaign(db, scenario, contacts, workdir, opts.time_scale)
@@ -431,6 +453,10 @@ def _run(
                     highlight=False,
                 )
             daemon = Daemon(settings, config, db=db)
+            if opts.web_port:
+                from dialer.web.serve import daemon_service
+
+                daemon.services.append(daemon_service("127.0.0.1", opts.web_port))
             started = time.monotonic()
             try:
                 result.ended = _drive(daemon, db, sim, opts, console, scenario.agent_count, started)
@@ -453,6 +479,18 @@ def _run(
     _report(opts, console, result)
     if interrupted:
         raise KeyboardInterrupt
+
+
+def _demo_login(db: DbEngine) -> tuple[str, str]:
+    """A supervisor login for the demo's console, with a fresh password (the database is the demo's own)."""
+    import secrets
+
+    from dialer.web.users import Role, add_user
+
+    password = secrets.token_urlsafe(12)
+    with session_scope(db) as s:
+        add_user(s, "demo", password, Role.SUPERVISOR, utcnow())
+    return "demo", password
 
 
 def _start_campaign_when_webhooks_verified(

@@ -67,10 +67,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class _ExpectedSkips(logging.Filter):
-    """A tick asked for early (a call ended) while the previous one still runs is skipped on purpose."""
+    """A tick asked for early (a call ended) while the previous one still runs is skipped on purpose; a job that
+    raised is logged by the daemon itself (``Daemon._on_job_event``: a traceback for a bug, one line for a lost
+    database connection), so APScheduler's own copy is dropped."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.name.startswith("apscheduler") and "maximum number of running instances" in record.msg)
+        if not record.name.startswith("apscheduler"):
+            return True
+        msg = str(record.msg)
+        return "maximum number of running instances" not in msg and "raised an exception" not in msg
 
 
 def _quote(value: str) -> str:

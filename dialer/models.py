@@ -124,7 +124,8 @@ class Contact(SQLModel, table=True):
     __tablename__ = "contact"
     __table_args__ = (
         sa.UniqueConstraint("campaign_id", "phone"),
-        # "Next due contacts of campaign X": one index range per due state, read in priority order.
+        # "Next due contacts of campaign X": one index range per due state, read in priority order. On
+        # PostgreSQL migration 0008 builds it as (..., next_attempt_at ASC NULLS FIRST, id): the query's order.
         sa.Index("ix_contact_due", "campaign_id", "state", sa.text("priority DESC"), "next_attempt_at"),
     )
 
@@ -213,6 +214,11 @@ class DncEntry(SQLModel, table=True):
 
 class WebhookEvent(SQLModel, table=True):
     __tablename__ = "webhook_event"
+    __table_args__ = (
+        # The few events waiting to be folded again (``dialer.outcomes.events``), found without a scan.
+        sa.Index("ix_webhook_event_unfolded", "id", sqlite_where=sa.text("fold_error IS NOT NULL"),
+                 postgresql_where=sa.text("fold_error IS NOT NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     received_at: datetime = _created()
@@ -221,6 +227,9 @@ class WebhookEvent(SQLModel, table=True):
     dedup_key: str = Field(nullable=False, unique=True)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON, nullable=False)
     signature_ok: bool = Field(default=False, nullable=False)
+    # Why folding this event failed (None: folded). Folded again later, in order, until it succeeds.
+    fold_error: str | None = None
+    fold_tries: int = Field(default=0, nullable=False, sa_column_kwargs={"server_default": "0"})
 
 
 class StatRow(SQLModel, table=True):
@@ -393,3 +402,17 @@ class AgentToken(SQLModel, table=True):
     revoked_at: datetime | None = _ts()
     # The address the login came from, for the record.
     client: str | None = None
+
+
+class WebUser(SQLModel, table=True):
+    """A person who logs in to the web console with a password (supervisors; agents log in with their PIN).
+    Only the scrypt hash of the password is stored (``dialer.agents.accounts.hash_pin``)."""
+
+    __tablename__ = "web_user"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(nullable=False, unique=True)
+    role: str = Field(nullable=False)
+    password_hash: str = Field(nullable=False)
+    created_at: datetime = _created()
+    disabled_at: datetime | None = _ts()

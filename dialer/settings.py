@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     webhook_port: int = Field(default=0, ge=0, le=65535, validation_alias="DIALER_WEBHOOK_PORT")
     webhook_path: str = Field(default="/zadarma", validation_alias="DIALER_WEBHOOK_PATH")
     webhook_verify: bool = Field(default=True, validation_alias="DIALER_WEBHOOK_VERIFY")
+    # The web console (dialer.web): its own port, off by default, so the webhook port can face the internet alone.
+    web_port: int = Field(default=0, ge=0, le=65535, validation_alias="DIALER_WEB_PORT")
+    web_host: str = Field(default="127.0.0.1", validation_alias="DIALER_WEB_HOST")
     http_timeout_s: float = Field(default=10.0, gt=0, validation_alias="DIALER_HTTP_TIMEOUT")
     # How long an agent's API session (dialer.agents.tokens) lasts: one shift by default.
     api_token_ttl_s: float = Field(default=12 * 3600.0, gt=0, validation_alias="DIALER_API_TOKEN_TTL")

@@ -43,6 +43,18 @@ T = TypeVar("T")
 SLOW_TEST_TIMEOUT_S = 1200
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--db", choices=("sqlite", "postgres"), default="sqlite",
+                     help="database engine of the end-to-end stacks (tests/e2e.py): a SQLite file, or a throwaway "
+                          "PostgreSQL database on 127.0.0.1:5432. Example: pytest -m e2e --db postgres")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import e2e
+
+    e2e.ENGINE = config.getoption("--db")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):

@@ -1,5 +1,6 @@
-"""End-to-end harness: the simulator and the daemon as real subprocesses over a real SQLite file; the other
-`dialer` commands (campaign, dnc, report, status) run in-process against the same database and simulator.
+"""End-to-end harness: the simulator and the daemon as real subprocesses over a real database (a SQLite file, or
+with ``pytest --db postgres`` a throwaway PostgreSQL database on 127.0.0.1:5432); the other `dialer` commands
+(campaign, dnc, report, status) run in-process against the same database and simulator.
 
 Used by the daemon, webhook, lock and README tests. Every process is started on a free 127.0.0.1 port and
 stopped at the end, whatever happened; every wait is for a condition, with a deadline that only bounds a hang.
@@ -26,7 +27,11 @@ from dialer.asgi_thread import free_port
 from dialer.db import make_engine
 from dialer.models import Attempt, Campaign, Contact
 from dialer.sim.credentials import DEMO_KEY, DEMO_SECRET
+from tests import pg
 from tests.conftest import clean_env, invoke, wait_for
+
+# The database engine the stacks run on: set from `pytest --db` (tests/conftest.py).
+ENGINE = "sqlite"
 
 # The simulator's demo account: what `dialer sim serve` accepts by default.
 KEY, SECRET = DEMO_KEY, DEMO_SECRET
@@ -90,10 +95,19 @@ class Stack:
     """One simulated call centre: a simulator process, a database, and daemon processes on demand."""
 
     def __init__(self, tmp: Path, *, time_scale: float = 60.0, scenario: str | None = None,
-                 faults: list[str] | None = None, webhooks: bool = True, http_timeout: float = 2.0) -> None:
+                 faults: list[str] | None = None, webhooks: bool = True, http_timeout: float = 2.0,
+                 engine: str | None = None) -> None:
         self.tmp = tmp
         self.time_scale = time_scale
         self.db_path = tmp / "dialer.db"
+        self._pg_admin = None
+        self.db_url = f"sqlite:///{self.db_path}"
+        self.engine = engine or ENGINE
+        if self.engine == "postgres":
+            self._pg_admin = pg.admin_engine()
+            assert self._pg_admin is not None, "pytest --db postgres needs a PostgreSQL server at 127.0.0.1:5432"
+            self.db_url = pg.create_database(self._pg_admin)
+        self._db_engine: Any = None
         self.sim_port = free_port()
         self.webhook_port = free_port() if webhooks else 0
         self.scenario_path = tmp / "world.toml"
@@ -101,7 +115,7 @@ class Stack:
         self.faults = faults or []
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("ZADARMA_", "DIALER_"))},
-            "DIALER_DATABASE_URL": f"sqlite:///{self.db_path}",
+            "DIALER_DATABASE_URL": self.db_url,
             "DIALER_CONFIG": os.devnull,
             "ZADARMA_KEY": KEY,
             "ZADARMA_SECRET": SECRET,
@@ -188,10 +202,10 @@ class Stack:
     def daemon_log(self) -> str:
         return "\n".join(p.read_text() for p in self.logs if p.name.startswith("daemon") and p.exists())
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """`dialer ARGS` in-process, with the daemon's settings (database, simulator, credentials)."""
         settings = {k: v for k, v in self.env.items() if k.startswith(("ZADARMA_", "DIALER_"))}
-        out = invoke(args, env=clean_env(**settings), cwd=self.tmp)
+        out = invoke(args, env=clean_env(**settings), cwd=self.tmp, input=input)
         if check and out.returncode != 0:
             raise AssertionError(f"dialer {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out
@@ -206,6 +220,12 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        if self._db_engine is not None:
+            self._db_engine.dispose()
+        if self._pg_admin is not None:
+            pg.drop_database(self._pg_admin, self.db_url)
+            self._pg_admin.dispose()
+            self._pg_admin = None
 
     # -- campaign -----------------------------------------------------------------------------------
 
@@ -244,7 +264,9 @@ class Stack:
         return wait_for(settled, timeout=timeout, what="the simulated calls to end", every=0.2)[0]
 
     def db(self) -> Session:
-        return Session(make_engine(f"sqlite:///{self.db_path}"))
+        if self._db_engine is None:
+            self._db_engine = make_engine(self.db_url)
+        return Session(self._db_engine)
 
     def attempts(self) -> list[Attempt]:
         with self.db() as s:
@@ -264,10 +286,12 @@ class Stack:
 
 
 @contextmanager
-def stack(tmp: Path, **kw: Any) -> Iterator[Stack]:
+def stack(tmp: Path, *, start_sim: bool = True, **kw: Any) -> Iterator[Stack]:
+    """``start_sim=False``: the caller starts the simulator (e.g. after slow setup, when its shift clock matters)."""
     st = Stack(tmp, **kw)
     try:
-        st.start_sim()
+        if start_sim:
+            st.start_sim()
         yield st
     finally:
         st.stop()

@@ -67,6 +67,7 @@ def check_invariants(
     missing = [c for c in calls if str(c["id"]) not in pairs]
     assert not missing, f"{len(missing)} real calls have no attempt, e.g. {missing[:2]}"
     assert len(completed) == len(calls), f"{len(completed)} completed attempts vs {len(calls)} real calls"
+    check_calls_linked(truth, attempts)
     # No contact ever had two calls at once (one live attempt per contact).
     per_number: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for c in calls:
@@ -96,3 +97,19 @@ def truth_totals(truth: list[dict[str, Any]]) -> dict[str, float]:
         "abandoned": sum(1 for c in calls if c.get("abandoned")),
         "talk_seconds": sum(float(c.get("talk_seconds") or 0) for c in calls if c.get("connected")),
     }
+
+
+def check_calls_linked(truth: list[dict[str, Any]], attempts: list[Attempt]) -> None:
+    """Each real call's customer leg belongs to one attempt to its number with the call's outcome: a row or an
+    event of one call folded into another attempt is what lets a number go while its customer is on the line."""
+    by_leg: dict[str, list[Attempt]] = defaultdict(list)
+    for a in attempts:
+        if a.pbx_call_id:
+            by_leg[a.pbx_call_id].append(a)
+    for call in real_calls(truth):
+        mine = by_leg.get(str(call["pbx_call_id"]), [])
+        assert len(mine) <= 1, f"call {call['pbx_call_id']} is linked to {len(mine)} attempts"
+        for a in mine:
+            assert digits(a.phone) == digits(call["to"]), f"{call['pbx_call_id']} linked to another number"
+            assert bool(a.answered) == bool(call["answered"]), (
+                f"attempt {a.id} says answered={a.answered}, its call {call['pbx_call_id']} {call['answered']}")

@@ -80,8 +80,15 @@ def readme_test_command() -> str:
 
 def readme_slow_test_command() -> str:
     """README's second test step: the slow end-to-end tests, in the venv the first step made."""
-    lines = [line for b in code_blocks() for line in b.lines if line.startswith("pytest ")]
+    lines = [line for b in code_blocks() for line in b.lines if line.startswith("pytest ") and "--db" not in line]
     assert len(lines) == 1, f"README must give exactly one slow-test command, found {lines}"
+    return lines[0]
+
+
+def readme_postgres_test_command() -> str:
+    """README's third test step: the end-to-end tests again, on PostgreSQL."""
+    lines = [line for b in code_blocks() for line in b.lines if line.startswith("pytest ") and "--db" in line]
+    assert len(lines) == 1, f"README must give exactly one PostgreSQL test command, found {lines}"
     return lines[0]
 
 

@@ -17,7 +17,7 @@ from tests.agent_api_support import SseReader, iso
 from tests.conftest import clean_env, invoke, wait_for
 from tests.e2e import stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_an_agent_works_a_campaign_through_the_api(tmp_path: Path) -> None:

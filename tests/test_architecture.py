@@ -66,6 +66,15 @@ def test_metrics_and_live_state_do_not_import_each_other() -> None:
     assert not any(m.startswith("dialer.metrics") for m in _imports(PACKAGE / "dialing" / "live.py"))
 
 
+def test_only_the_commands_and_the_demo_import_the_web_console() -> None:
+    offenders = [
+        _module(p) for p in PACKAGE.rglob("*.py")
+        if not {"web", "commands"} & set(p.parts) and p.name not in ("cli.py", "docs.py", "demo.py")
+        and any(m.startswith("dialer.web") for m in _imports(p))
+    ]
+    assert offenders == []
+
+
 def test_no_module_is_over_600_lines() -> None:
     long = {_module(p): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 600}
     assert long == {}

@@ -16,7 +16,7 @@ from dialer.zadarma.signing import authorization_header
 from tests.conftest import wait_for
 from tests.e2e import KEY, SECRET, scenario_text, stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 LIMIT = 30  # general requests per (scaled) minute
 OTHER = 10  # what the other program takes per minute

@@ -125,6 +125,7 @@ def test_a_second_daemon_on_a_postgres_database_is_refused(pg_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_real_daemons_second_refused_then_a_sigkilled_one_does_not_block_the_next(tmp_path: Path) -> None:
     with stack(tmp_path, webhooks=False) as st:
         st.make_campaign("one", 50, agents=3, pacing="ratio:2")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,38 +11,19 @@ import sqlalchemy as sa
 from dialer import db
 from dialer.ingest import campaigns, loader
 from dialer.models import utcnow
-
-ADMIN_URLS = (
-    "postgresql+psycopg://root@127.0.0.1:5432/test",
-    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
-)
-
-
-def _admin() -> sa.Engine | None:
-    for url in ADMIN_URLS:
-        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as conn:
-                conn.exec_driver_sql("SELECT 1")
-            return engine
-        except Exception:
-            engine.dispose()
-    return None
+from tests import pg
 
 
 @pytest.fixture()
 def pg_url() -> object:
-    admin = _admin()
+    admin = pg.admin_engine()
     if admin is None:
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432")
-    name = f"dialer_test_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = pg.create_database(admin)
     try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False).replace("+psycopg", "")
+        yield url
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg.drop_database(admin, url)
         admin.dispose()
 
 
@@ -62,7 +42,7 @@ def test_postgres_migrations_load_and_due_query(pg_url: str, tmp_path: Path) -> 
                 .scalars()
                 .all()
             )
-        assert "priority DESC" in idx[0] and "WHERE" in idx[1]
+        assert "priority DESC" in idx[0] and "NULLS FIRST, id)" in idx[0] and "WHERE" in idx[1]
 
         csv = tmp_path / "list.csv"
         csv.write_text("phone,name,city\n+44 7911 123456,Ann,London\n07911 123457,Bob,Leeds\nbad,Cy,X\n"
@@ -88,5 +68,55 @@ def test_postgres_migrations_load_and_due_query(pg_url: str, tmp_path: Path) -> 
         with db.session_scope(engine) as s:
             assert [c.phone for c in campaigns.next_due_contacts(s, cid, utcnow(), 10)] == ["+447911123456"]
         assert db.check_models_match_migrations() == []
+
+        # A big load leaves the table analysed: the planner knows its size before autovacuum comes round.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'contact'"
+                                        ).scalar() is None
+        big = tmp_path / "big.csv"
+        big.write_text("phone\n" + "".join(f"+44207946{i:04d}\n" for i in range(loader.ANALYZE_AFTER_ROWS)))
+        assert loader.load_file(engine, big, "pg").loaded == loader.ANALYZE_AFTER_ROWS
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'contact'"
+                                        ).scalar() is not None
+    finally:
+        engine.dispose()
+
+
+def test_postgres_due_query_reads_the_index_in_order_without_sorting(pg_url: str) -> None:
+    """The due query's order (priority DESC, next attempt NULLS FIRST, id) is the index's own on PostgreSQL
+    (migration 0008): the tick reads `limit` rows off the index instead of sorting every due contact."""
+    engine = db.open_database(pg_url)
+    try:
+        with db.session_scope(engine) as s:
+            camp = campaigns.create_campaign(s, "big", "100", region="GB")
+            cid = camp.id
+        now = utcnow()
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO contact (campaign_id, phone, fields, timezones, state, priority, attempts, created_at,"
+                " updated_at, next_attempt_at) SELECT :c, '+4420' || lpad(g::text, 8, '0'), '{}', '[]',"
+                " CASE WHEN g % 3 = 0 THEN 'retry' ELSE 'pending' END, g % 4, 0, :t, :t,"
+                " CASE WHEN g % 3 = 0 THEN CAST(:t AS timestamptz) - interval '1 minute' END"
+                " FROM generate_series(1, 20000) g"), {"c": cid, "t": now})
+            conn.exec_driver_sql("ANALYZE contact")
+        seen: list[tuple[str, object]] = []
+
+        def grab(_conn: object, _cur: object, statement: str, params: object, _ctx: object, _many: bool) -> None:
+            if "FROM contact" in statement:
+                seen.append((statement, params))
+
+        sa.event.listen(engine, "before_cursor_execute", grab)
+        try:
+            with db.session_scope(engine, write=False) as s:
+                got = campaigns.next_due_contacts(s, cid or 0, now, 10)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", grab)
+        assert len(got) == 10 and all(c.priority == 3 for c in got)
+        statement, params = seen[-1]
+        with engine.connect() as conn:
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, params))  # type: ignore[arg-type]
+        # Each due state is an ordered index range cut at `limit`; only their merge (2 x 10 rows) is sorted.
+        assert plan.count("Index Scan using ix_contact_due") == 2 and plan.count("Sort Key") == 1, plan
     finally:
         engine.dispose()

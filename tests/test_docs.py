@@ -13,6 +13,7 @@ from tests.readme_support import (
     ROOT,
     demo_command,
     dialer_lines,
+    readme_postgres_test_command,
     readme_slow_test_command,
     readme_test_command,
     words,
@@ -123,9 +124,11 @@ def test_readme_commands_are_exercised_by_a_test() -> None:
 
 
 def test_readme_test_commands_are_what_ci_runs() -> None:
-    """CI runs README's two steps, in order and nothing after them: the quick suite, then the slow tests."""
+    """CI runs README's three steps, in order and nothing after them: the quick suite, the slow tests, then the
+    end-to-end tests on PostgreSQL."""
     ci_lines = [line for line in CI_RUN.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    assert ci_lines[-2:] == [readme_test_command(), readme_slow_test_command()]
+    assert ci_lines[-3:] == [readme_test_command(), readme_slow_test_command(), readme_postgres_test_command()]
+    assert readme_postgres_test_command() == "pytest -q -m e2e --db postgres"
     assert (
         readme_test_command()
         == "python3.11 -m venv .venv && . .venv/bin/activate && pip install -q -e '.[dev]' && pytest -q"

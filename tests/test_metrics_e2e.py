@@ -14,7 +14,7 @@ from tests.e2e import Stack, stack, write_contacts
 from tests.invariants import real_calls, truth_totals
 from tests.test_metrics import samples
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 METRICS = {
     "dialer_calls_placed_total": "calls",

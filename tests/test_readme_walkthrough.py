@@ -26,7 +26,7 @@ from tests.conftest import main_thread_sleeping, wait_for
 from tests.e2e import Stack, scenario_text, stack, write_contacts
 from tests.readme_support import code_blocks, dialer_lines, words
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 Action = Callable[[Stack, list[str]], None]
 

@@ -200,3 +200,36 @@ def test_cost_rows_attach_to_their_attempt(tmp_path: Path) -> None:
     with db.connect() as conn:
         linked = conn.execute(sa.text("SELECT attempt_id FROM stat_row WHERE source = 'calls'")).scalar()
     assert linked == ids["bare"][-1]
+
+
+def test_a_row_of_an_earlier_call_never_ends_a_later_call_to_the_number(tmp_path: Path) -> None:
+    """Two campaigns ring one number within a second: the first call is over (its row arrives), the second still
+    rings. Start times have whole seconds, so by time alone the row fits the second attempt as well as (here
+    better than) the first; the customer-leg id the webhooks gave each attempt decides, and the ringing call
+    stays live, keeping the number locked."""
+    db = open_database(f"sqlite:///{tmp_path / 'm.db'}")
+    phone = "+48539923799"
+    with session_scope(db) as s:
+        ids = []
+        for name in ("first", "second"):
+            c = campaigns.create_campaign(s, name, PBX)
+            contact = Contact(campaign_id=c.id or 0, phone=phone, state="dialing", attempts=1)
+            s.add(contact)
+            s.flush()
+            first = name == "first"
+            # The first answer carried no time (our clock, late in the second); the second's did (whole second).
+            placed = T0 + timedelta(seconds=0.8) if first else T0
+            a = Attempt(campaign_id=c.id or 0, contact_id=contact.id or 0, phone=phone,
+                        state="completed" if first else "placed", created_at=placed, sent_at=placed,
+                        placed_at=placed, live=not first, disposition="busy" if first else None,
+                        answered=False if first else None, pbx_call_id="out_one" if first else "out_two")
+            s.add(a)
+            s.flush()
+            ids.append(a.id or 0)
+    rec = Reconciler(db, None, account_offset=OFFSET)
+    rec.store_rows("pbx", [_leg("out", "one", T0, PBX, phone[1:], "busy")])
+    rec.match(T0 + timedelta(minutes=1))
+    att = _attempts(db)
+    assert (att[ids[1]].state, att[ids[1]].live) == ("placed", True)
+    with Session(db) as s:
+        assert [r.attempt_id for r in s.exec(select(StatRow)).all()] == [ids[0]]

@@ -290,6 +290,7 @@ def test_statistics_twenty_minutes_late_never_ring_a_number_over_its_cap(
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_daemon_with_statistics_lag_and_a_wrong_secret_end_to_end(tmp_path: Path) -> None:
     from tests.e2e import Stack, stack
 

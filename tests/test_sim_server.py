@@ -19,7 +19,7 @@ import pytest
 from dialer.sim.harness import RunningSimulator, run_simulator
 from dialer.sim.scenario import Scenario
 from dialer.zadarma.parsing import parse_xml
-from dialer.zadarma.signing import params_string, sign
+from dialer.zadarma.signing import params_string, sign, sign_string
 from tests.conftest import KEY, SECRET
 
 
@@ -85,6 +85,35 @@ def test_signature_checked_exactly_raw_digest_rejected(simulator: RunningSimulat
     put = _send(sim.url, "PUT", "/v1/sip/callerid/", {"id": "00001", "number": "442037691880"})
     assert put.json() == {"status": "success", "sip": "00001", "new_caller_id": "442037691880"}
     assert sim.stats()["unauthorized"] == 4
+
+
+def test_parameters_in_the_callers_order_signed_sorted_are_accepted(simulator: RunningSimulator) -> None:
+    """What Zadarma's official PHP and Python clients do: sign the parameters sorted by key (RFC 1738) but send
+    them in the caller's order. Zadarma verifies the canonical form; so does the simulator. Signing the unsorted
+    string, or other values than those sent, is still refused."""
+    sim = simulator
+    path = "/v1/sms/send/"
+    params = {"number": "447700900123", "message": "Привет, мир ~ 100%", "format": "json"}
+    unsorted = urlencode(list(params.items()))
+    assert unsorted != params_string(params)
+
+    def post(body: str, signature: str) -> httpx.Response:
+        return httpx.post(sim.url + path, content=body, timeout=10, headers={
+            "Authorization": f"{KEY}:{signature}", "Content-Type": "application/x-www-form-urlencoded"})
+
+    ok = post(unsorted, sign(path, params, SECRET))
+    assert ok.status_code == 200 and ok.json()["messages"] == 1, ok.text
+    # PHP writes "~" as %7E in what it signs and sends; Python leaves it bare: both are the same parameters.
+    php = params_string(params).replace("~", "%7E")
+    assert post(unsorted.replace("~", "%7E"), sign_string(path, php, SECRET)).status_code == 200
+    assert post(unsorted, sign_string(path, unsorted, SECRET)).status_code == 401
+    tampered = unsorted.replace("447700900123", "447700900124")
+    assert post(tampered, sign(path, params, SECRET)).status_code == 401
+    # GET with the query in another order, signed sorted.
+    r = httpx.get(sim.url + "/v1/info/price/?number=447700900123&format=json", timeout=10, headers={
+        "Authorization": f"{KEY}:{sign('/v1/info/price/', {'format': 'json', 'number': '447700900123'}, SECRET)}"})
+    assert r.status_code == 200, r.text
+    assert sim.stats()["unauthorized"] == 2
 
 
 def test_rate_limits_per_key_shared_by_clients_with_headers() -> None:

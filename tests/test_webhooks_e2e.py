@@ -18,7 +18,7 @@ from tests.conftest import wait_for
 from tests.e2e import stack
 from tests.invariants import match_truth, real_calls
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_live_outcomes_match_truth_within_a_second_and_redirect_is_obeyed(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ from dialer.db import session_scope
 from dialer.dialing.live import LiveState
 from dialer.metrics import Metrics
 from dialer.models import Attempt, Contact, DncEntry
-from dialer.outcomes.events import WebhookProcessor, customer_phone, dedup_key
+from dialer.outcomes.event_fields import customer_phone, dedup_key
+from dialer.outcomes.events import WebhookProcessor
 from dialer.outcomes.routing import abandon_answer
 from dialer.outcomes.states import AttemptState, ContactState
 from tests.webhooks_support import T0, answer, at, end, internal, make_db, out_end, out_start, seed, start
@@ -257,6 +258,20 @@ def test_restart_finds_the_attempt_by_phone(world) -> None:  # type: ignore[no-u
     assert (a.connected, a.agent, a.talk_seconds) == (True, "100", 44)
     with Session(world) as sess:
         assert len(list(sess.exec(select(Attempt)))) == 1
+
+
+def test_a_late_event_of_another_call_does_not_end_the_live_call_to_the_number(world) -> None:  # type: ignore[no-untyped-def]
+    """The number's live attempt already knows its customer leg (out_new); the end of an earlier call whose other
+    events were lost (out_old) must not end it: the number would be freed while the customer is on the line."""
+    s = seed(world, n=1)
+    p = WebhookProcessor(world, LiveState())
+    phone, aid = s.phones[0], s.attempt_ids[0]
+    p.process(out_start(phone, "new"), at(0.2), True)
+    p.process(out_end(phone, "old", "no answer"), at(0.5), True)
+    a = _attempt(world, aid)
+    assert (a.state, a.pbx_call_id, a.live) == ("placed", "out_new", True)
+    p.process(out_end(phone, "new", "busy"), at(1), True)
+    assert (_attempt(world, aid).state, _attempt(world, aid).disposition) == ("completed", "busy")
 
 
 def test_observation_and_snapshot_for_the_daemon(world) -> None:  # type: ignore[no-untyped-def]

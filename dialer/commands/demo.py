@@ -34,6 +34,9 @@ def demo(
         None, "--contacts", metavar="FILE", help="Contact list to call (default: campaigns/example.csv)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No live display and no report table."),
+    web: bool = typer.Option(False, "--web", help="Also serve the web console (wallboard, agent desk) while the "
+                             "demo runs; its address and a login are printed."),
+    web_port: int = typer.Option(0, "--web-port", help="Port for --web (default: a free one)."),
 ) -> None:
     """Run a whole campaign against the built-in Zadarma simulator: no account, no credentials, no setup.
 
@@ -41,10 +44,14 @@ def demo(
     database, dials it with predictive pacing while showing live progress, reconciles, prints the report and
     writes demo-results.xlsx. Leaves nothing running. Ctrl-C stops it cleanly.
 
+    With --web the wallboard is served too: open the printed address and log in with the printed name and password
+    to watch the campaign live (use a longer --max-seconds to watch for longer).
+
     Example: dialer demo --max-seconds 60 --xlsx /tmp/demo.xlsx
     """
     from rich.console import Console
 
+    from dialer.asgi_thread import free_port
     from dialer.demo import DemoError, DemoOptions, DemoResult, run_demo
 
     console = Console(highlight=False)
@@ -53,6 +60,9 @@ def demo(
         console.print(
             f"Simulator: {r.sim_url}  Webhooks: {r.webhook_url}  Database: {r.database}", soft_wrap=True
         )
+        if r.web_url and r.web_login:
+            console.print(f"Web console: {r.web_url}  (log in as {r.web_login[0]}, password {r.web_login[1]})",
+                          soft_wrap=True)
 
     opts = DemoOptions(
         xlsx=xlsx,
@@ -61,6 +71,7 @@ def demo(
         max_seconds=max_seconds,
         time_scale=time_scale,
         quiet=quiet,
+        web_port=(web_port or free_port()) if web else 0,
     )
     try:
         run_demo(opts, console, on_urls=show_urls)

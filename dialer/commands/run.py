@@ -28,6 +28,10 @@ def run(
                                      "Default: DIALER_WEBHOOK_PORT."),
     webhook_host: str = typer.Option(None, "--webhook-host", help="Address to listen on. Default: DIALER_WEBHOOK_HOST."),
     webhook_path: str = typer.Option(None, "--webhook-path", help="URL path of the webhook. Default: /zadarma."),
+    web_port: int = typer.Option(None, "--web-port", help="Serve the web console (agent desk, wallboard) on this "
+                                 "port (0 = off). Default: DIALER_WEB_PORT (off)."),
+    web_host: str = typer.Option(None, "--web-host", help="Address the console listens on. Default: "
+                                 "DIALER_WEB_HOST (127.0.0.1)."),
     no_verify: bool = typer.Option(False, "--no-verify-webhooks", help="Accept unsigned webhooks (unsafe)."),
     wrapup: float = typer.Option(0.0, "--wrapup", help="Seconds an agent needs after a call before the next."),
     uncertain_grace: float = typer.Option(900.0, "--uncertain-grace",
@@ -50,12 +54,16 @@ def run(
 
     One daemon per database: while one runs, another `dialer run` on it exits at once with code 7, naming its pid and host.
 
-    Example: dialer -v run --webhook-port 8080
+    With --web-port the web console runs beside it on its own port: the agents' desk at /agent and the
+    supervisors' wallboard at / (logins: `dialer user add`).
+
+    Example: dialer -v run --webhook-port 8080 --web-port 8090
     """
     from dialer.db import DatabaseVersionError
-    from dialer.dialing.daemon import DaemonConfig, run_daemon
+    from dialer.dialing.daemon import DaemonConfig
     from dialer.dialing.daemon_lock import DaemonAlreadyRunning
     from dialer.settings import ConfigError, load_settings
+    from dialer.web.serve import run_with_console
 
     try:
         settings = load_settings()
@@ -79,7 +87,8 @@ def run(
             max_runtime_s=max_runtime,
             time_scale=time_scale,
         )
-        code = run_daemon(settings, config)
+        code = run_with_console(settings, config, web_host or settings.web_host,
+                                settings.web_port if web_port is None else web_port)
     except ConfigError as exc:
         fail(str(exc), EXIT_CONFIG)
     except DatabaseVersionError as exc:
@@ -155,6 +164,10 @@ def _status_table(st: dict[str, object]) -> Table:
         line = f"{c['name']}: {why.get('text', '')}"
         if c.get("due_later_text"):
             line += f"; due later: {c['due_later_text']}"
+        if c.get("agents"):
+            line += "; agents: " + ", ".join(f"{n} {state}" for state, n in c["agents"].items() if n)
+        if c.get("callbacks_scheduled"):
+            line += f"; callbacks: {c['callbacks_due']} due of {c['callbacks_scheduled']} scheduled"
         lines.append(line)
     budget = daemon.get("budget") or {}
     if isinstance(budget, dict) and budget:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import col, func, select
 
 from dialer.agents.presence import campaigns_with_agents
+from dialer.contention import is_disconnect
 from dialer.db import open_database, session_scope
 from dialer.dialing.daemon_lock import DaemonLock, acquire_daemon_lock
 from dialer.dialing.disk import DiskPause, is_disk_full
@@ -90,6 +91,12 @@ class Daemon:
         self.metrics: Any = None
         self.webhook_server: Any = None
         self.agent_api: Any = None
+        self.webhook_app: Any = None
+        self.processor: Any = None  # the webhook processor (dialer.outcomes.events), once webhooks are on
+        # Servers beside the webhooks (the web console: `dialer run --web-port`), each started with the daemon
+        # once its webhooks are up and returning the function that stops it.
+        self.services: list[Callable[[Daemon], Callable[[], None]]] = []
+        self._service_stops: list[Callable[[], None]] = []
         self.engine = Engine(self.db, self.client,
                              config=EngineConfig(tick_s=config.tick_s, time_scale=config.time_scale))
         self.reconciler = Reconciler(
@@ -132,6 +139,7 @@ class Daemon:
         # One request before pacing starts teaches the budget the account's real limits and window.
         self.check_balance()
         self._start_webhooks()
+        self._service_stops = [start(self) for start in self.services]
         now = datetime.now(UTC)
         self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_EXECUTED)
         self.scheduler.add_job(self.sync_jobs, "interval", seconds=self.config.sync_every_s, id="sync",
@@ -185,6 +193,9 @@ class Daemon:
         waiter.start()
         waiter.join(max(0.5, self.config.stop_timeout_s - (time.monotonic() - started)))
         self.engine.store_agent_seconds()
+        for stop in self._service_stops:
+            with contextlib.suppress(Exception):  # one service failing to stop must not keep the others up
+                stop()
         if self.agent_api is not None:
             self.agent_api.close()  # ends the agents' event streams, so the server need not wait for them
         if self.webhook_server is not None:
@@ -290,6 +301,10 @@ class Daemon:
             self._lock_lost()
             return
         self.engine.store_agent_seconds()
+        if self.processor is not None:
+            from dialer.outcomes.refold import refold_pending
+
+            refold_pending(self.processor)
         live_now = self.live is not None and not self._live_silent()
         status: dict[str, Any] = {
             "pid": os.getpid(),
@@ -336,6 +351,8 @@ class Daemon:
             routes=[self.agent_api.mount("/api")],
         )
         self.agent_api.attach(app.state.processor)
+        self.webhook_app = app
+        self.processor = app.state.processor
         self.webhook_server = ServerThread(app, self.config.webhook_host, self.config.webhook_port).start()
         self.engine.live = self.live
         self.engine.live_observer = self._live_observation
@@ -416,6 +433,9 @@ class Daemon:
             if count is not None:  # one line a minute, not a traceback a tick
                 self._note_error(f"disk full: dialling paused until space returns ({count} failed writes since "
                                  f"the last line; database {self.config_db_hint()})")
+        elif event.exception is not None and is_disconnect(event.exception):
+            # A database restart: one line; the job runs again at its next interval on a fresh connection.
+            self._note_error(f"{event.job_id}: database connection lost; it runs again at its next interval")
         elif event.exception is not None:
             self._note_error(f"{event.job_id}: {type(event.exception).__name__}: {event.exception}")
             log.error("job %s failed", event.job_id, exc_info=event.exception)

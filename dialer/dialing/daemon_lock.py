@@ -161,11 +161,12 @@ class PgAdvisoryLock(DaemonLock):
     def __init__(self, engine: Engine, conn: Connection) -> None:
         self.engine = engine
         self.conn: Connection | None = conn
+        # The server process of our lock session: a terminated one holds the lock until it has exited.
+        self.backend_pid: int | None = _backend_pid(conn)
 
     @classmethod
     def take(cls, db: Engine) -> PgAdvisoryLock:
-        f = _holder_fields()
-        name = f"{_APP_PREFIX} pid={f['pid']} host={f['host']}"[:63]
+        name = _app_name()
         # A connection of its own, outside the daemon's pool: closing it really ends the session (and the
         # lock), and the name it carries in pg_stat_activity never leaks onto pooled connections. Autocommit:
         # it sits idle for days and must not hold a transaction (and its snapshot) open.
@@ -197,9 +198,12 @@ class PgAdvisoryLock(DaemonLock):
         except sa.exc.DBAPIError:
             return True  # the server is unreachable: nobody can take the lock meanwhile; check again later
         if self.conn is not None:
+            self.backend_pid = _backend_pid(self.conn)
             log_event(log, logging.WARNING, "database connection was lost; the daemon lock is taken again")
             return True
-        return False
+        # Our own terminated session may not have ended yet (pg_terminate_backend returns before the backend
+        # exits): it still holds the lock in our name. Not lost; take it at the next check.
+        return self.backend_pid is not None and _holder_backend(self.engine) == self.backend_pid
 
     def release(self) -> None:
         if self.conn is None:
@@ -225,19 +229,44 @@ def _take(engine: Engine) -> Connection | None:
     return None
 
 
-def _pg_holder(engine: Engine) -> str:
-    """Who holds the lock, from the holder connection's ``application_name`` ("dialer run pid=.. host=..")."""
+def _backend_pid(conn: Connection) -> int | None:
+    try:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    except sa.exc.DBAPIError:
+        return None
+    return int(pid) if pid is not None else None
+
+
+def _holder_backend(engine: Engine) -> int | None:
+    """The server process (backend pid) of the session holding the lock, or None."""
+    row = _holder_row(engine)
+    return int(row[3]) if row is not None else None
+
+
+def _holder_row(engine: Engine) -> Any:
+    """(application_name, client address, backend start, backend pid) of the lock's holder; None if unknown."""
     sql = sa.text(
-        "SELECT a.application_name, a.client_addr::text, a.backend_start FROM pg_locks l "
+        "SELECT a.application_name, a.client_addr::text, a.backend_start, l.pid FROM pg_locks l "
         "JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :k AND l.objsubid = 1 "
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
     )
     try:
         with engine.connect() as conn:
-            row = conn.execute(sql, {"k": PG_DAEMON_LOCK}).first()
+            return conn.execute(sql, {"k": PG_DAEMON_LOCK}).first()
     except sa.exc.DBAPIError:
-        return "pid unknown"
+        return None
+
+
+def _app_name() -> str:
+    """The lock session's name in pg_stat_activity: this process, as ``_pg_holder`` reads it back."""
+    f = _holder_fields()
+    return f"{_APP_PREFIX} pid={f['pid']} host={f['host']}"[:63]
+
+
+def _pg_holder(engine: Engine) -> str:
+    """Who holds the lock, from the holder connection's ``application_name`` ("dialer run pid=.. host=..")."""
+    row = _holder_row(engine)
     if row is None or not row[0]:
         return "pid unknown"
     fields = dict(p.split("=", 1) for p in str(row[0]).split() if "=" in p)

@@ -12,16 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DbEngine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from dialer.agents.presence import TeamPresence
+from dialer.contention import lock_rows, retry_conflicts
 from dialer.db import session_scope
 from dialer.dialing import claiming
 from dialer.dialing.observing import (
@@ -66,6 +69,8 @@ from dialer.zadarma import (
     classify_refusal,
 )
 
+_ATTEMPT: sa.Table = Attempt.__table__  # type: ignore[attr-defined]
+_CONTACT: sa.Table = Contact.__table__  # type: ignore[attr-defined]
 log = logging.getLogger("dialer.engine")
 _DISPOSING = (AgentState.RINGING, AgentState.TALKING, AgentState.WRAPUP)
 
@@ -140,6 +145,8 @@ class Engine:
         self._pool = ThreadPoolExecutor(max_workers=self.config.place_workers, thread_name_prefix="place")
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
+        # The heartbeat thread drains the agent-seconds counters the tick threads add to.
+        self._seconds_lock = threading.Lock()
         self._running_count = 1
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -235,12 +242,18 @@ class Engine:
             obs, team = seen.obs, seen.team
             agents = team.working if team is not None else configured_agents(campaign)
             if rt.last_tick:
-                rt.agent_seconds += max(0.0, now - rt.last_tick) * agents * self.config.time_scale
+                with self._seconds_lock:
+                    rt.agent_seconds += max(0.0, now - rt.last_tick) * agents * self.config.time_scale
             rt.last_tick = now
             n = max(0, min(rt.policy.decide(obs), obs.budget))
             if team is not None and team.working == 0:
                 n = 0  # agents, but none logged in and not paused: no call, whatever the policy says
             result.decided, result.agents, result.idle = n, obs.agents_logged_in, obs.idle
+            if team is not None and result.agents != rt.team_size:
+                # The decision log of a team change: a pause or logout is paced for from this tick on.
+                log_event(log, logging.INFO, "pacing for a new team size", campaign=campaign.name,
+                          agents=result.agents, was=rt.team_size, idle=result.idle, decided=n)  # fmt: skip
+                rt.team_size = result.agents
             if n and not self.stopping:
                 attempts = self.claim(campaign, n, result)
                 result.claimed = len(attempts)
@@ -353,9 +366,36 @@ class Engine:
 
     def _record(self, campaign: Campaign, sent: list[_Sent], result: TickResult) -> None:
         now = utcnow()
+        counts, causes, refused, paused = retry_conflicts(lambda: self._write_sent(campaign, sent, now),
+                                                          what="recording placed callbacks")
+        for state, n in counts.items():
+            setattr(result, state, getattr(result, state) + n)
+        if paused:
+            log_event(log, logging.ERROR, "campaigns paused: Zadarma refused a callback for a reason not about "
+                      "the number; no contact's attempt was spent", campaigns=paused, refusal=causes[0],
+                      said=refused[causes[0]])
+        for item in sent:
+            if item.state == AttemptState.UNCERTAIN:
+                log_event(log, logging.WARNING, "callback outcome unknown; reconciliation will decide",
+                          campaign=campaign.name, attempt=item.attempt.id, error=item.error)
+            if self.live is None:
+                continue
+            if item.state == AttemptState.PLACED:
+                self.live.call_placed(campaign.id or 0, item.attempt.id or 0, item.attempt.phone,
+                                      (item.sent_at or now).timestamp())
+            elif item.state in (AttemptState.FAILED, AttemptState.NOT_PLACED):
+                self.live.call_failed(campaign.id or 0, item.attempt.id or 0, now.timestamp())
+
+    def _write_sent(self, campaign: Campaign, sent: list[_Sent], now: datetime
+                    ) -> tuple[Counter[str], list[Refusal], dict[Refusal, str], list[str]]:
+        """What became of each callback, in one transaction (run again whole after a conflict)."""
+        counts: Counter[str] = Counter()
         refused: dict[Refusal, str] = {}
         paused: list[str] = []
         with session_scope(self.db) as s:
+            # Attempts, then contacts, each by id: the order every writer of several rows locks them in.
+            lock_rows(s, _ATTEMPT, [item.attempt.id or 0 for item in sent])
+            lock_rows(s, _CONTACT, [item.attempt.contact_id for item in sent])
             for item in sent:
                 attempt = s.get(Attempt, item.attempt.id)
                 if attempt is None:
@@ -365,7 +405,7 @@ class Engine:
                     attempt.sent_at = attempt.sent_at or item.sent_at
                     attempt.placed_at = attempt.placed_at or item.placed_at
                     s.add(attempt)
-                    setattr(result, item.state, getattr(result, item.state) + 1)
+                    counts[item.state] += 1
                     continue
                 attempt.sent_at = item.sent_at
                 if item.state == AttemptState.PLACED:
@@ -383,26 +423,12 @@ class Engine:
                     attempt_not_placed(s, attempt, item.error or "not sent", now=now, due_at=due_at)
                     if item.refusal is not None:
                         refused.setdefault(item.refusal, item.said)
-                setattr(result, item.state, getattr(result, item.state) + 1)
+                counts[item.state] += 1
             # The widest cause names the pause; a narrower one finds the campaign paused already.
-            causes = [r for r in (Refusal.AUTH, Refusal.MONEY, Refusal.ACCOUNT) if r in refused]
+            causes: list[Refusal] = [r for r in (Refusal.AUTH, Refusal.MONEY, Refusal.ACCOUNT) if r in refused]
             for refusal in causes:
                 paused += pause_for_refusal(s, campaign.id or 0, refusal, refused[refusal], now)
-        if paused:
-            log_event(log, logging.ERROR, "campaigns paused: Zadarma refused a callback for a reason not about "
-                      "the number; no contact's attempt was spent", campaigns=paused, refusal=causes[0],
-                      said=refused[causes[0]])
-        for item in sent:
-            if item.state == AttemptState.UNCERTAIN:
-                log_event(log, logging.WARNING, "callback outcome unknown; reconciliation will decide",
-                          campaign=campaign.name, attempt=item.attempt.id, error=item.error)
-            if self.live is None:
-                continue
-            if item.state == AttemptState.PLACED:
-                self.live.call_placed(campaign.id or 0, item.attempt.id or 0, item.attempt.phone,
-                                      (item.sent_at or now).timestamp())
-            elif item.state in (AttemptState.FAILED, AttemptState.NOT_PLACED):
-                self.live.call_failed(campaign.id or 0, item.attempt.id or 0, now.timestamp())
+        return counts, causes, refused, paused
 
     def _mark_uncertain(self, attempt_ids: set[int], reason: str) -> None:
         with session_scope(self.db) as s:
@@ -447,7 +473,11 @@ class Engine:
 
     def store_agent_seconds(self) -> None:
         """Logged-in agent time per campaign, for occupancy in reports."""
+        with self._seconds_lock:
+            drained = []
+            for cid, rt in list(self._runtime.items()):
+                drained.append((cid, rt.agent_seconds))
+                rt.agent_seconds = 0.0
         with session_scope(self.db) as s:
-            for cid, rt in self._runtime.items():
-                delta, rt.agent_seconds = rt.agent_seconds, 0.0
+            for cid, delta in drained:
                 add_to_value(s, agent_seconds_key(cid), delta)

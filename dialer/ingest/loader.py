@@ -45,6 +45,8 @@ from dialer.outcomes.states import ContactState
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
+# A load this big on PostgreSQL is followed by ANALYZE (see _insert).
+ANALYZE_AFTER_ROWS = 1_000
 CHUNK = 50_000
 EXTENSION_FIELD = "extension"
 # Every in-file duplicate has its own reason in the rejects file ("duplicate of line 5"); summaries count them
@@ -387,4 +389,10 @@ def _insert(
             say("inserting", end, n)
         if sqlite:
             conn.exec_driver_sql("PRAGMA cache_size = -2000")
+    if dialect.name == "postgresql" and n >= ANALYZE_AFTER_ROWS:
+        # Fresh statistics at once: until autovacuum gets to it the planner takes the table for empty, and the
+        # due query then scans and sorts every contact on every tick (15 s at 1,000,000 contacts).
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"ANALYZE {Contact.__tablename__}")
+            conn.commit()
     return n

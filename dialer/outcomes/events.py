@@ -12,9 +12,7 @@ clock, so a fresh database with the same attempts ends with the same outcomes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -27,11 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from dialer.contention import is_conflict, is_disconnect, retry_conflicts
 from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.metrics import Metrics
 from dialer.models import Attempt, Campaign, WebhookEvent
 from dialer.outcomes.agent_states import CallStep, agent_call_step, changed_agents
+from dialer.outcomes.event_fields import customer_phone, dedup_key, other_leg
 from dialer.outcomes.routing import abandon_answer, caller_answer, route_customer
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES
 from dialer.outcomes.transitions import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
@@ -39,21 +39,6 @@ from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS
 
 log = logging.getLogger("dialer.webhooks")
 
-# Fields that identify one event: a resend carries the same values even if it adds unknown extras.
-_DEDUP_FIELDS = (
-    "pbx_call_id",
-    "call_start",
-    "caller_id",
-    "called_did",
-    "destination",
-    "internal",
-    "last_internal",
-    "disposition",
-    "duration",
-    "status_code",
-    "call_id_with_rec",
-    "is_recorded",
-)
 _CUSTOMER_FIELD = {
     "NOTIFY_OUT_START": "destination",
     "NOTIFY_OUT_END": "destination",
@@ -64,26 +49,6 @@ _CUSTOMER_FIELD = {
 }
 _CAMPAIGN_REFRESH_S = 30.0
 _ANSWER_CACHE = 10_000
-
-
-def dedup_key(fields: Mapping[str, str]) -> str:
-    """``EVENT:<hash>`` of the identifying fields (all fields for an event we do not know)."""
-    event = fields.get("event", "")
-    if event in WEBHOOK_SIGNED_FIELDS:
-        items = [(k, fields.get(k, "")) for k in _DEDUP_FIELDS]
-    else:
-        items = sorted(fields.items())
-    digest = hashlib.sha1("\x1f".join(f"{k}={v}" for k, v in items).encode()).hexdigest()
-    return f"{event}:{digest[:32]}"
-
-
-def customer_phone(value: str | None) -> str | None:
-    """E.164 (``+`` and digits) from a webhook number: ``442037691881``, ``+44...`` or ``Name (4420...)``."""
-    if not value:
-        return None
-    inner = re.search(r"\(([^)]*)\)\s*$", value)
-    digits = re.sub(r"\D", "", inner.group(1) if inner else value)
-    return "+" + digits if len(digits) >= 5 else None
 
 
 def _ts(dt: datetime | None) -> float | None:
@@ -245,21 +210,9 @@ class WebhookProcessor:
     def process_batch(self, items: list[tuple[Mapping[str, str], datetime, bool]]) -> list[Processed]:
         """Store and fold events in order, in one transaction. A failure to fold one event is logged and leaves
         its raw row stored; a database failure fails the whole batch (nothing is committed)."""
-        notify: list[int] = []
-        results: list[Processed] = []
-        agents: set[int] = set()
         with self._lock:
-            session = Session(self.engine, expire_on_commit=False)
-            try:
-                for fields, received_at, ok in items:
-                    results.append(self._one(session, fields, received_at, ok, notify))
-                session.commit()
-                agents = changed_agents(session)
-            except BaseException:
-                session.rollback()
-                raise
-            finally:
-                session.close()
+            results, notify, agents = retry_conflicts(lambda: self._write_batch(items),
+                                                      what="folding webhook events")
             for key, result in zip((dedup_key(f) for f, _, _ in items), results, strict=True):
                 if result.answer is not None and not result.duplicate:
                     self._answers[key] = result.answer
@@ -270,6 +223,26 @@ class WebhookProcessor:
         if agents:
             self._tell_agent_listeners(agents)
         return results
+
+    def _write_batch(
+        self, items: list[tuple[Mapping[str, str], datetime, bool]]
+    ) -> tuple[list[Processed], list[int], set[int]]:
+        """One transaction for the batch; rolled back whole on any database failure (and then run again whole
+        after a conflict with another writer: the live view may see an event twice, which it tolerates)."""
+        notify: list[int] = []
+        results: list[Processed] = []
+        session = Session(self.engine, expire_on_commit=False)
+        try:
+            for fields, received_at, ok in items:
+                results.append(self._one(session, fields, received_at, ok, notify))
+            session.commit()
+            return results, notify, changed_agents(session)
+        except BaseException:
+            session.rollback()
+            self._refs.clear()  # they may hold states the rollback undid
+            raise
+        finally:
+            session.close()
 
     def _tell_agent_listeners(self, agents: set[int]) -> None:
         for listener in list(self.agent_listeners):
@@ -298,23 +271,39 @@ class WebhookProcessor:
             with session.begin_nested():
                 answer, attempt_id = self._fold(session, fields, received_at, notify)
         except Exception as exc:
-            # The raw event stays stored (for audit and a later replay) even when folding it fails.
+            if is_conflict(exc) or is_disconnect(exc):
+                raise  # another writer holds its rows, or the connection is gone: the whole batch runs again
+            self._refs.clear()  # the failed fold may have changed a cached attempt's state
+            # The raw event stays stored, marked, and is folded again later (dialer.outcomes.refold): never lost.
             self.metrics.inc("dialer_webhook_errors_total")
-            log_event(
-                log,
-                logging.ERROR,
-                "webhook event not folded",
-                event=event,
-                pbx_call_id=fields.get("pbx_call_id", ""),
-                error=f"{type(exc).__name__}: {exc}",
-            )
+            error = f"{type(exc).__name__}: {exc}"
+            session.execute(sa.update(WebhookEvent).where(WebhookEvent.id == event_id)  # type: ignore[arg-type]
+                            .values(fold_error=error[:500], fold_tries=1))
+            log_event(log, logging.WARNING, "webhook event folding failed; it will be folded again", event=event,
+                      pbx_call_id=fields.get("pbx_call_id", ""), error=error)
             answer = {} if event == "NOTIFY_START" else None
         return Processed(200, answer, event_id=event_id, attempt_id=attempt_id)
 
     # --- folding ---
 
+    @property
+    def lock(self) -> threading.Lock:
+        """Held while events are folded: one writer of events at a time (``dialer.outcomes.refold`` takes it)."""
+        return self._lock
+
+    def forget_refs(self) -> None:
+        """Drop the cached attempt facts (after a rollback they may hold states that were undone)."""
+        self._refs.clear()
+
+    def fold_late(self, session: Session, fields: dict[str, str], received_at: datetime) -> list[int]:
+        """Fold a stored event again (its first folding failed), with its receive time as the clock. Its call was
+        routed long ago, so a NOTIFY_START only links the call. Returns the campaigns to tick."""
+        notify: list[int] = []
+        self._fold(session, fields, received_at, notify, route=False)
+        return notify
+
     def _fold(
-        self, session: Session, f: dict[str, str], received_at: datetime, notify: list[int]
+        self, session: Session, f: dict[str, str], received_at: datetime, notify: list[int], *, route: bool = True
     ) -> tuple[dict[str, Any] | None, int | None]:
         event = f.get("event", "")
         now = received_at.timestamp()
@@ -354,7 +343,7 @@ class WebhookProcessor:
             return None, aid
 
         if event == "NOTIFY_START":
-            return self._route(session, ref, phone, pbx, received_at, notify), aid
+            return (self._route(session, ref, phone, pbx, received_at, notify) if route else None), aid
 
         extension = (f.get("internal") or "").strip()
         if event == "NOTIFY_INTERNAL":
@@ -511,7 +500,7 @@ class WebhookProcessor:
                 return self._remember(row)
         if phone:
             row = session.connection().execute(_BY_PHONE, {"phone": phone}).first()
-            if row is not None:
+            if row is not None and not other_leg(row.pbx_call_id, pbx):
                 return self._remember(row)
         return None
 
@@ -589,3 +578,4 @@ def _abandoned(ring: float | None, pbx_call_id: str | None, at: datetime) -> Cal
     """The customer answered and reached no agent."""
     return CallOutcome(ANSWERED, True, False, True, talk_seconds=0.0, ring_seconds=ring,
                        pbx_call_id=pbx_call_id, finished_at=at, source="webhook")
+

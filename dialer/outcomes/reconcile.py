@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine as DbEngine
 from sqlmodel import Session, col, select
 
+from dialer.contention import retry_conflicts
 from dialer.db import session_scope
 from dialer.kv import get_value, put_value
 from dialer.logs import log_event
@@ -314,6 +315,17 @@ class Reconciler:
         ``complete_attempt`` uses.
         """
         result = result or ReconcileResult()
+        part = retry_conflicts(lambda: self._match(now, since), what="reconciling statistics")
+        result.matched += part.matched
+        result.completed += part.completed
+        result.resolved_uncertain += part.resolved_uncertain
+        result.not_placed += part.not_placed
+        return result
+
+    def _match(self, now: datetime, since: datetime | None) -> ReconcileResult:
+        """One run of :meth:`match`, in two transactions (matched calls, then callbacks that never rang): run
+        again whole after a conflict with another writer."""
+        result = ReconcileResult()
         cfg = self.config
         tol = timedelta(seconds=cfg.match_tolerance_s)
         tol_s = tol.total_seconds()
@@ -334,20 +346,28 @@ class Reconciler:
                     (in_of if _is_pbx_leg(r) else out_of)[r.attempt_id] = r
             row_links: list[dict[str, Any]] = []
 
-            # Customer legs: same number, nearest in time to when we sent the callback.
+            # Customer legs: the call id the webhooks gave the attempt, else the same number nearest in time to
+            # when we sent the callback. Start times have whole seconds and a sped-up or busy call centre rings
+            # one number several times a second, so an attempt that knows its customer leg's id takes only that
+            # row: a row of an earlier call must never end a later call that is still ringing (that would free
+            # the number for another campaign while the customer is on the line).
+            by_leg = {a.pbx_call_id: a.id for a in attempts
+                      if a.id not in out_of and a.pbx_call_id and a.pbx_call_id.startswith("out_")}
             index: dict[str, list[tuple[float, int]]] = defaultdict(list)
             for a in attempts:
-                if a.id not in out_of:
+                if a.id not in out_of and a.pbx_call_id not in by_leg:
                     index[_digits(a.phone)].append((ref_time(a).timestamp(), a.id))
             for lst in index.values():
                 lst.sort()
             for r in rows:
                 if r.attempt_id is not None or r.callstart is None or _is_pbx_leg(r):
                     continue
-                cands = index.get(_digits(r.destination or ""))
-                if not cands:
-                    continue
-                aid = _nearest(cands, r.callstart.timestamp(), tol_s)
+                aid: int | None = by_leg.pop(r.pbx_call_id, None) if r.pbx_call_id else None
+                if aid is None:
+                    cands = index.get(_digits(r.destination or ""))
+                    if not cands:
+                        continue
+                    aid = _nearest(cands, r.callstart.timestamp(), tol_s)
                 if aid is None:
                     continue
                 out_of[aid] = r
@@ -410,7 +430,8 @@ class Reconciler:
             result.completed += completed
             result.resolved_uncertain += resolved
 
-            # Uncertain attempts with no customer leg long after they were sent did not happen.
+        # Uncertain attempts with no customer leg long after they were sent did not happen.
+        with session_scope(self.db) as s:
             coverage = read_coverage(s, _parse_iso(get_value(s, WATERMARK_KEY)), cfg.uncertain_grace_s, now)
             not_placed = resolve_uncertain(s, attempts, out_of, coverage, now)
             result.not_placed += not_placed

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, TypeVar
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from dialer.contention import lock_rows
 from dialer.models import Attempt, Campaign, Contact, EventLog, StatRow
 from dialer.outcomes.coverage import Coverage
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES, AttemptState
@@ -179,6 +180,9 @@ def complete_matched(
             completed += 1
             if attempt.state == AttemptState.UNCERTAIN:
                 resolved_uncertain += 1
+    # Attempts, then contacts, each by id: the order every writer of several rows locks them in.
+    lock_rows(s, _ATT, [u["b_id"] for group in attempt_updates.values() for u in group])
+    lock_rows(s, _CONTACT, [a.contact_id for a, _ in firsts])
     contact_updates = _move_contacts(s, firsts, now)
 
     _update_many(s, _STAT, row_links)
@@ -202,12 +206,12 @@ def resolve_uncertain(
     placed = [ref_time(a) for a in attempts if a.state in (AttemptState.PLACED, AttemptState.COMPLETED)]
     last_placed = max(placed, default=None)
     ended = 0
-    for a in attempts:
-        if a.state != AttemptState.UNCERTAIN or a.id in matched:
-            continue
-        sent = a.sent_at or a.created_at
-        if not coverage.covers(sent, later_call_pending=last_placed is not None and last_placed > sent):
-            continue
+    due = [a for a in attempts if a.state == AttemptState.UNCERTAIN and a.id not in matched
+           and coverage.covers(a.sent_at or a.created_at,
+                               later_call_pending=last_placed is not None and last_placed > (a.sent_at or a.created_at))]
+    lock_rows(s, _ATT, [a.id for a in due])
+    lock_rows(s, _CONTACT, [a.contact_id for a in due])
+    for a in due:
         orm_attempt = s.get(Attempt, a.id)
         if orm_attempt is None or orm_attempt.state != AttemptState.UNCERTAIN:  # pragma: no cover - raced
             continue

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 ParamValue = str | int | float
 Params = Mapping[str, ParamValue]
@@ -82,11 +82,24 @@ def verify_webhook(fields: Mapping[str, str], signature: str | None, secret: str
     return expected is not None and hmac.compare_digest(expected, signature.strip())
 
 
+def canonical_query(query: str) -> str:
+    """The parameters of a received query string, sorted by key and re-encoded (RFC 1738, ``+`` for space): the
+    form Zadarma verifies. The official PHP and Python clients sign this form but send the parameters in the
+    caller's order, so a server comparing the bytes as received would refuse them."""
+    return urlencode(sorted(parse_qsl(query, keep_blank_values=True)))
+
+
 def verify_request(method_path: str, query: str, authorization: str | None, key: str, secret: str) -> bool:
-    """Server side: does ``Authorization`` carry a valid signature of ``query`` by ``key``?"""
+    """Server side: does ``Authorization`` carry a valid signature by ``key`` of the parameters in ``query``?
+
+    Checked against the canonical form of what was received (:func:`canonical_query`), also as PHP writes it
+    (``~`` as ``%7E``, where Python leaves it bare); never against an unsorted order."""
     if not authorization or ":" not in authorization:
         return False
     got_key, _, got_sig = authorization.partition(":")
     if not hmac.compare_digest(got_key.strip(), key):
         return False
-    return hmac.compare_digest(got_sig.strip(), sign_string(method_path, query, secret))
+    got = got_sig.strip()
+    canonical = canonical_query(query)
+    candidates = dict.fromkeys((canonical, canonical.replace("~", "%7E")))
+    return any(hmac.compare_digest(got, sign_string(method_path, q, secret)) for q in candidates)
