@@ -4,7 +4,7 @@ end), and come back the moment they are back; never the schedule's count read as
 
 from __future__ import annotations
 
-from dialer.pacing import Observation
+from dialer.pacing import Observation, Policy, RatioPolicy
 from dialer.sim.des import BenchScenario, run_days
 from dialer.sim.scenario import Scenario
 
@@ -24,7 +24,7 @@ WORLD = {
 }
 
 
-def _seen(policy: str) -> list[tuple[float, int]]:
+def _seen(policy: Policy | str) -> list[tuple[float, int]]:
     bench = BenchScenario("breaks", Scenario.from_dict(WORLD), days=1)
     seen: list[tuple[float, int]] = []
 
@@ -42,7 +42,9 @@ def _at(seen: list[tuple[float, int]], clock: str) -> list[int]:
 
 
 def test_the_policy_paces_for_the_team_presence_reports() -> None:
-    seen = _seen("ratio:3")  # enough calls that every agent is in a call when their break starts
+    # Enough calls that every agent is in a call when their break starts: ratio:3 bare, not inside the abandon
+    # governor (which would hold it to progressive at the start of a campaign).
+    seen = _seen(RatioPolicy(3))
     assert set(_at(seen, "09:05")) == {10}
     # The break starts at 09:10 for agents in calls: they finish the call (60 s talk, 5 s wrap-up) first, so the
     # team shrinks during that minute, not at its first second as the schedule says.
