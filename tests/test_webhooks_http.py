@@ -177,13 +177,13 @@ def test_multipart_bodies_are_accepted(env: tuple) -> None:
 
 def test_unknown_events_and_fields_are_stored_and_ignored(env: tuple) -> None:
     _, client, seeded, engine = env
-    unknown = {"event": "NOTIFY_INTERNAL_END", "pbx_call_id": "in_zz", "caller_id": "442037691880", "x": "1"}
+    unknown = {"event": "SPEECH_RECOGNITION", "pbx_call_id": "in_zz", "caller_id": "442037691880", "x": "1"}
     assert client.post("/zadarma", data=unknown).status_code == 200
     extra = {**out_start(seeded.phones[2], "ex1"), "calltype": "callback", "dst_e164": "+1"}
     r = client.post("/zadarma", data=extra, headers=signed(extra))
     assert r.status_code == 200
     stored = _events(engine)
-    assert [e.event for e in stored] == ["NOTIFY_INTERNAL_END", "NOTIFY_OUT_START"]
+    assert [e.event for e in stored] == ["SPEECH_RECOGNITION", "NOTIFY_OUT_START"]
     assert stored[0].payload == unknown and stored[0].signature_ok is False
     assert stored[1].payload["calltype"] == "callback" and stored[1].signature_ok
 
