@@ -1,0 +1,225 @@
+"""Every PBX notification Zadarma sends (docs/webhooks.md): the fields each one signs, the simulator's events verified
+by the project's verifier, the daemon's receiver taking each one urlencoded and multipart, and what folding each
+one does (NOTIFY_INTERNAL_END ends the agent's call, NOTIFY_RECORD stores the recording, NOTIFY_IVR only links).
+
+The events are built by the simulator's own builders (``dialer.sim.webhooks``) for a simulated call, so what is
+checked is what ``dialer sim serve`` sends; the receiver is the daemon's app on a real uvicorn server over a real
+SQLite file. The last test runs the simulator and the daemon as processes with multipart bodies and recording on.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import Session, col, select
+
+from dialer.asgi_thread import serve
+from dialer.dialing.live import LiveState
+from dialer.models import AgentEvent, Attempt, WebhookEvent
+from dialer.outcomes.states import AgentState, AttemptState
+from dialer.outcomes.webhook_app import create_webhook_app
+from dialer.sim import webhooks as wh
+from dialer.sim.model import SimCall
+from dialer.sim.records import AccountClock, CallRecord
+from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS, verify_webhook, webhook_signature
+from tests.agent_api_support import EXTENSIONS, login, seed, webhook
+from tests.agent_api_support import serve as serve_centre
+from tests.conftest import PBX_NUMBER, SECRET, wait_for
+from tests.e2e import scenario_text, stack
+from tests.webhooks_support import answer, make_db, start
+
+CUSTOMER = "+442079460123"
+T_PLACED = 1_780_000_000.0
+
+
+def _call() -> tuple[SimCall, CallRecord]:
+    call = SimCall("7", 7, CUSTOMER, PBX_NUMBER, T_PLACED, "answered", 5.0, 60.0, 0.0)
+    call.answered_at, call.connected_at, call.ended_at = T_PLACED + 5, T_PLACED + 6, T_PLACED + 66
+    call.agent, call.disposition, call.pbx_disposition, call.ivr = "101", "answered", "answered", "1"
+    rec = CallRecord("7", "k", T_PLACED, PBX_NUMBER, CUSTOMER, None, True, "tok7")
+    return call, rec
+
+
+def _events() -> dict[str, dict[str, str]]:
+    call, rec = _call()
+    clock = AccountClock("Europe/London")
+    return {
+        "NOTIFY_START": wh.pbx_start(call, rec, clock, PBX_NUMBER),
+        "NOTIFY_INTERNAL": wh.pbx_internal(call, rec, clock, PBX_NUMBER),
+        "NOTIFY_ANSWER": wh.pbx_answer(call, rec, clock),
+        "NOTIFY_END": wh.pbx_end(call, rec, clock, PBX_NUMBER, recorded=True),
+        "NOTIFY_OUT_START": wh.out_start(call, rec, clock),
+        "NOTIFY_OUT_END": wh.out_end(call, rec, clock),
+        "NOTIFY_INTERNAL_END": wh.pbx_internal_end(call, rec, clock, PBX_NUMBER),
+        "NOTIFY_RECORD": wh.record(call, rec),
+        "NOTIFY_IVR": wh.pbx_ivr(call, rec, clock, PBX_NUMBER),
+    }
+
+
+# The table of docs/webhooks.md: what each event signs, written out by hand.
+SIGNED: dict[str, Callable[[dict[str, str]], str]] = {
+    "NOTIFY_START": lambda f: f["caller_id"] + f["called_did"] + f["call_start"],
+    "NOTIFY_INTERNAL": lambda f: f["caller_id"] + f["called_did"] + f["call_start"],
+    "NOTIFY_ANSWER": lambda f: f["caller_id"] + f["destination"] + f["call_start"],
+    "NOTIFY_END": lambda f: f["caller_id"] + f["called_did"] + f["call_start"],
+    "NOTIFY_OUT_START": lambda f: f["internal"] + f["destination"] + f["call_start"],
+    "NOTIFY_OUT_END": lambda f: f["internal"] + f["destination"] + f["call_start"],
+    "NOTIFY_INTERNAL_END": lambda f: f["caller_id"] + f["called_did"] + f["call_start"],
+    "NOTIFY_RECORD": lambda f: f["pbx_call_id"] + f["call_id_with_rec"],
+    "NOTIFY_IVR": lambda f: f["caller_id"] + f["called_did"] + f["call_start"],
+}
+EVENTS = sorted(SIGNED)
+
+
+def test_the_table_covers_every_event_the_verifier_knows() -> None:
+    assert set(WEBHOOK_SIGNED_FIELDS) == set(SIGNED) == set(_events())
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    for event, fields in WEBHOOK_SIGNED_FIELDS.items():
+        assert f"| {event} |" in docs and " + ".join(fields) in docs, event
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_each_event_is_signed_on_its_documented_fields(event: str) -> None:
+    fields = _events()[event]
+    assert fields["event"] == event
+    expected = base64.b64encode(
+        hmac.new(SECRET.encode(), SIGNED[event](fields).encode(), hashlib.sha1).hexdigest().encode()
+    ).decode()
+    signature = webhook_signature(fields, SECRET)
+    assert signature == expected and len(signature) == 56
+    assert verify_webhook(fields, signature, SECRET)
+    signed_field = WEBHOOK_SIGNED_FIELDS[event][0]
+    assert not verify_webhook({**fields, signed_field: fields[signed_field] + "9"}, signature, SECRET)
+
+
+@pytest.fixture(scope="module")
+def receiver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, object]]:
+    engine = make_db(tmp_path_factory.mktemp("events"))
+    app = create_webhook_app(engine, secret=SECRET, live=LiveState(), path="/zadarma")
+    with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        yield client, engine
+    engine.dispose()
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+@pytest.mark.parametrize("event", EVENTS)
+def test_the_receiver_takes_each_event_urlencoded_and_multipart(
+    receiver: tuple[httpx.Client, object], event: str, encoding: str
+) -> None:
+    client, engine = receiver
+    # A call of its own per case: the receiver stores a resent event once.
+    fields = {**_events()[event], "pbx_call_id": f"in_{event}_{encoding}"}
+    headers = {"Signature": webhook_signature(fields, SECRET) or ""}
+
+    def post(body_fields: dict[str, str], hdrs: dict[str, str]) -> httpx.Response:
+        if encoding == "multipart":
+            body, hdrs["Content-Type"] = wh.multipart_body(body_fields)
+            return client.post("/zadarma", content=body, headers=hdrs)
+        return client.post("/zadarma", data=body_fields, headers=hdrs)
+
+    tampered = {**fields, WEBHOOK_SIGNED_FIELDS[event][0]: "0"}
+    assert post(tampered, dict(headers)).status_code == 403
+    r = post(fields, dict(headers))
+    assert r.status_code == 200, r.text
+    with Session(engine) as s:  # type: ignore[call-overload]
+        stored = s.exec(select(WebhookEvent).where(WebhookEvent.pbx_call_id == fields["pbx_call_id"])).all()
+    assert [(e.event, e.signature_ok, e.payload) for e in stored] == [(event, True, fields)]
+
+
+def test_internal_end_ends_the_agents_call_and_record_stores_the_recording(tmp_path: Path) -> None:
+    centre = seed(tmp_path)
+    alice, phone = EXTENSIONS["alice"], centre.phones[0]
+    try:
+        with serve_centre(centre.db) as (server, _api), httpx.Client(base_url=server.url, timeout=10) as http:
+            h = login(http, "alice")
+            assert http.post("/api/state", json={"state": "ready"}, headers=h).status_code == 200
+            assert webhook(http, start(phone, "c0")).json()["redirect"] == alice
+            webhook(http, answer(phone, "c0", alice))
+            base = {"caller_id": phone.lstrip("+"), "called_did": PBX_NUMBER, "pbx_call_id": "in_c0"}
+            ended = {**start(phone, "c0"), "event": "NOTIFY_INTERNAL_END", "internal": alice}
+            webhook(http, ended)
+            me = http.get("/api/me", headers=h).json()
+            assert me["state"]["state"] == AgentState.WRAPUP  # the campaign's 30 s wrap-up, from the leg's end
+            end = {**ended, "event": "NOTIFY_END", "duration": "60", "disposition": "answered",
+                   "last_internal": alice, "is_recorded": "1", "call_id_with_rec": "1780000005.72"}  # fmt: skip
+            webhook(http, end)
+            webhook(http, {**base, "event": "NOTIFY_RECORD", "call_id_with_rec": "1780000005.72"})
+            # The abandon message played to a customer nobody could take: linked, nothing more.
+            webhook(http, {**start(centre.phones[1], "c1"), "event": "NOTIFY_IVR"})
+        with Session(centre.db) as s:
+            attempts = {a.id: a for a in s.exec(select(Attempt))}
+            moves = [(e.from_state, e.to_state) for e in s.exec(select(AgentEvent).order_by(col(AgentEvent.id)))]
+        first, second = attempts[centre.attempt_ids[0]], attempts[centre.attempt_ids[1]]
+        assert first.state == AttemptState.COMPLETED and first.connected and first.recording == "1780000005.72"
+        # One end of the call in the agent's session, not two: NOTIFY_END found it done.
+        assert moves[-2:] == [(AgentState.RINGING, AgentState.TALKING), (AgentState.TALKING, AgentState.WRAPUP)]
+        assert second.state == AttemptState.PLACED and second.pbx_call_id == "in_c1" and second.recording is None
+    finally:
+        centre.db.dispose()
+
+
+def test_a_record_after_the_live_state_forgot_the_call_finds_its_attempt(tmp_path: Path) -> None:
+    from tests.webhooks_support import end, signed
+    from tests.webhooks_support import seed as seed_calls
+
+    engine = make_db(tmp_path)
+    seeded = seed_calls(engine)
+    phone = seeded.phones[0]
+    app = create_webhook_app(engine, secret=SECRET, live=LiveState(), path="/zadarma")
+    with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        for fields in (start(phone, "r1"), end(phone, "r1", "100")):
+            assert client.post("/zadarma", data=fields, headers=signed(fields)).status_code == 200
+    # A new receiver (a restarted daemon) has no live state: the stored NOTIFY_START names the customer.
+    app = create_webhook_app(engine, secret=SECRET, live=LiveState(), path="/zadarma")
+    record = {"event": "NOTIFY_RECORD", "pbx_call_id": "in_r1", "call_id_with_rec": "1780000100.12"}
+    with serve(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.post("/zadarma", data=record, headers=signed(record)).status_code == 200
+    with Session(engine) as s:
+        attempt = s.get(Attempt, seeded.attempt_ids[0])
+        assert attempt is not None and attempt.recording == "1780000100.12"
+    engine.dispose()
+
+
+@pytest.mark.slow
+def test_simulator_and_daemon_exchange_every_event_multipart_with_recording(tmp_path: Path) -> None:
+    """Two agents, ten customers who all answer, dialled three per free agent: some find nobody free and hear the
+    abandon message."""
+    world = (
+        scenario_text(agents=2)
+        .replace('profile = "full"', 'profile = "full"\nencoding = "multipart"\nrecording = true')
+        .replace("answer_probability = 0.35", "answer_probability = 1.0")
+    )
+    for name in ("p_busy", "p_failed", "p_unallocated"):
+        world = re.sub(rf"{name} = [0-9.]+", f"{name} = 0.0", world)
+    with stack(tmp_path, time_scale=30.0, scenario=world) as st:
+        st.make_campaign("events", 10, agents=2, pacing="ratio:3", max_attempts=1,
+                         extra=["--abandon-action", "ivr_play:1"])  # fmt: skip
+        st.run_daemon(240, start="events")
+        st.wait_truth_settled()
+        hooks = st.sim_stats()["webhooks"]
+        assert hooks["encoding"] == "multipart" and hooks["failed"] == 0
+        with st.db() as s:
+            stored = list(s.exec(select(WebhookEvent)))
+        kinds = {e.event for e in stored}
+        assert kinds == set(EVENTS), kinds
+        assert all(e.signature_ok for e in stored)
+        truth = st.truth()
+        attempts = st.attempts()
+        recorded = {a.phone for a in attempts if a.recording}
+        assert recorded and recorded == {"+" + c["to"].lstrip("+") for c in truth if c["connected"]}
+        assert any(c["ivr"] == "1" for c in truth)
+        wait_for(lambda: all(a.state == AttemptState.COMPLETED for a in st.attempts()), timeout=120,
+                 what="every attempt completed")
+        # The report shows which calls have a recording.
+        st.cli("report", "events", "--csv", str(tmp_path / "report"))
+        with (tmp_path / "report" / "attempts.csv").open(encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+        assert {r["phone"] for r in rows if r["recording"]} == recorded
