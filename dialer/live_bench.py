@@ -62,6 +62,7 @@ class LiveBenchOptions:
     des_seeds: int = 5
     tick_s: float | None = None  # default: one simulated second, at least 50 ms
     workdir: Path | None = None
+    seed: int | None = None  # the live world's seed (default: the scenario's); other seeds, other customers
 
 
 @dataclass
@@ -115,10 +116,12 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
-def world_toml(path: Path, time_scale: float) -> str:
+def world_toml(path: Path, time_scale: float, seed: int | None = None) -> str:
     """The scenario file as ``dialer sim serve`` takes it: ``[bench]`` dropped, the routing wait in wall time."""
     data = read_scenario_toml(path)
     data.pop("bench", None)
+    if seed is not None:
+        data["seed"] = seed
     data.setdefault("name", path.stem)
     hooks = data.setdefault("webhooks", {})
     hooks["notify_start_timeout_s"] = max(float(hooks.get("notify_start_timeout_s", 1.0)),
@@ -266,6 +269,7 @@ def run_live(opts: LiveBenchOptions, say: Say = lambda _: None) -> dict[str, Any
         "scenario": bench.name,
         "scenario_file": str(opts.scenario),
         "policy": policy,
+        "seed": bench.scenario.seed if opts.seed is None else opts.seed,
         "hours": opts.hours,
         "time_scale": x,
         "tick_s": tick_s,
@@ -285,7 +289,7 @@ def _run_processes(bench: BenchScenario, policy: str, opts: LiveBenchOptions, x:
         raise ValueError(f"{db_path} exists from an earlier run: use another --dir")
     db_url = f"sqlite:///{db_path}"
     world = workdir / "world.toml"
-    world.write_text(world_toml(opts.scenario, x), encoding="utf-8")
+    world.write_text(world_toml(opts.scenario, x, opts.seed), encoding="utf-8")
     contacts = workdir / "contacts.csv"
     write_contacts(contacts, contacts_needed(bench, opts.hours))
     loaded = create_campaign(db_url, bench, policy, contacts, workdir)
@@ -432,16 +436,16 @@ def des_figures(bench: BenchScenario, policy: str, hours: float, seeds: int) -> 
 
 def results_table(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| scenario | policy | live occupancy | DES occupancy (95% CI) | live / DES | live abandon | "
+        "| scenario | seed | policy | live occupancy | DES occupancy (95% CI) | live / DES | live abandon | "
         "DES abandon (95% CI) | live 429s | DES 429s | live answered | callback / webhook delay p50 (p95) ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lv, de = r["live"], r["des"]
         ratio = "-" if r["occupancy_ratio"] is None else f"{r['occupancy_ratio']:.3f}"
         delay = f"{_ms(lv, 'callback_delay')} / {_ms(lv, 'webhook_delay')}"
         lines.append(
-            f"| {r['scenario']} | {r['policy']} | {lv['occupancy']:.3f} | {de['occupancy']:.3f} ± "
+            f"| {r['scenario']} | {r['seed']} | {r['policy']} | {lv['occupancy']:.3f} | {de['occupancy']:.3f} ± "
             f"{de['occupancy_ci']:.3f} | {ratio} | {lv['abandon_rate'] * 100:.2f}% | {de['abandon'] * 100:.2f}% ± "
             f"{de['abandon_ci'] * 100:.2f}% | {lv['rejected_429']} | {de['rejected_429']} | {lv['answered']} | "
             f"{delay} |"

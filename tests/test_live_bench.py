@@ -52,7 +52,7 @@ def test_bench_live_runs_both_processes_and_prints_live_beside_des(tmp_path: Pat
                    "--time-scale", "30", "--des-seeds", "2", "--dir", str(tmp_path / "work"), "--json", str(out)],
                   env=clean_env(), cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "| small-team-n5 | predictive |" in proc.stdout
+    assert "| small-team-n5 | 1 | predictive |" in proc.stdout
     (result,) = json.loads(out.read_text())
     live, des = result["live"], result["des"]
     assert live["placed"] > 0 and live["answered"] > 0 and 0 < live["occupancy"] <= 1

@@ -177,6 +177,8 @@ def live(
     tick: float | None = typer.Option(None, "--tick", help="Daemon tick in wall seconds (default: 1 simulated s)."),
     workdir: Path | None = typer.Option(None, "--dir", help="Keep the database and logs here (default: a temp dir)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    seed: list[int] = typer.Option([], "--seed", help="Live world seed (repeatable: one run each; default: the "
+                                   "scenario's)."),
 ) -> None:
     """Measure pacing in the live loop: `dialer sim serve` and `dialer run` as processes over HTTP with webhooks on,
     for the world of a benchmark scenario; prints occupancy, abandon rate and 429s beside the discrete-event
@@ -188,9 +190,12 @@ def live(
     from dialer.sim.scenario import ScenarioError
 
     results = []
-    for i, path in enumerate(scenario):
+    seeds: list[int | None] = list(seed) or [None]
+    runs = [(path, s) for path in scenario for s in seeds]
+    for i, (path, world_seed) in enumerate(runs):
         opts = LiveBenchOptions(path, hours=hours, time_scale=time_scale, policy=policy, des_seeds=des_seeds,
-                                tick_s=tick, workdir=None if workdir is None else workdir / f"{i}-{path.stem}")
+                                tick_s=tick, workdir=None if workdir is None else workdir / f"{i}-{path.stem}",
+                                seed=world_seed)
         try:
             results.append(run_live(opts, say=lambda line: typer.echo(line, err=True)))
         except (ScenarioError, ValueError, RuntimeError) as exc:
