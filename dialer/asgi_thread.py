@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -60,3 +61,26 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[ServerTh
         yield server
     finally:
         server.stop()
+
+
+def check_listen(host: str, port: int, setting: str) -> None:
+    """Raise ``ConfigError`` (naming ``setting``) unless a server could listen on ``host:port`` now: checked before
+    anything starts, so a port in use or out of range is one line, not a server thread's traceback."""
+    from dialer.settings import ConfigError
+
+    if not 0 < port <= 65535:
+        raise ConfigError(f"{setting}={port}: out of range (a TCP port is 1-65535)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{setting}: cannot listen on host {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"{setting}={port}: port {port} on {host} is already in use (another `dialer run` or "
+                "`dialer webhooks serve`?): stop it or choose another port"
+            ) from None
+        raise ConfigError(f"{setting}={port}: cannot listen on {host}:{port}: {exc.strerror}") from None

@@ -63,11 +63,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             connect_args.setdefault("options", f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}"
                                                f" -c lock_timeout={PG_LOCK_TIMEOUT_MS}")
             kwargs["connect_args"] = connect_args
-        return sa.create_engine(url, **kwargs)
+        return _create_engine(url, **kwargs)
 
     connect_args = dict(kwargs.pop("connect_args", {}))
     connect_args.setdefault("timeout", BUSY_TIMEOUT_MS / 1000)
-    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    engine = _create_engine(url, connect_args=connect_args, **kwargs)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -86,6 +86,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
     return engine
+
+
+def _create_engine(url: str, **kwargs: Any) -> Engine:
+    """``sa.create_engine``, with a URL it cannot use reported as the setting it came from."""
+    from dialer.settings import ConfigError
+
+    try:
+        return sa.create_engine(url, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError) as exc:
+        scheme = url.split(":", 1)[0] if ":" in url else url[:40]
+        raise ConfigError(
+            f"DIALER_DATABASE_URL: cannot use a {scheme!r} URL ({type(exc).__name__}); "
+            "use sqlite:///path/to/dialer.db or postgresql://user@host/db"
+        ) from None
 
 
 def reader(engine: Engine) -> Engine:
@@ -230,8 +244,37 @@ def open_database(url: str, **kwargs: Any) -> Engine:
         raise
     except sa.exc.OperationalError as exc:
         engine.dispose()
+        fallback = _read_only(url, **kwargs)
+        if fallback is not None:
+            return fallback
         raise DatabaseVersionError(f"cannot open the database {_safe_url(url)}: {exc.orig}") from None
     return engine
+
+
+def _read_only(url: str, **kwargs: Any) -> Engine | None:
+    """A read-only engine for a SQLite file this user cannot write (a read-only mount, a backup), or None.
+
+    Read-only commands (report, status) must work on it. A WAL database whose directory is read-only cannot be
+    opened at all unless SQLite is told it is ``immutable``; that is tried last, after ``mode=ro`` (which still
+    sees a running writer's WAL when its -shm file exists). Writes on the engine fail as "readonly database"."""
+    import os
+
+    path = sa.engine.make_url(normalize_url(url)).database if url.startswith("sqlite") else None
+    if not path or path == ":memory:" or not os.path.isfile(path):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
+        return None
+    for mode in ("ro", "ro&immutable=1"):
+        engine = make_engine(f"sqlite:///file:{os.path.abspath(path)}?mode={mode}&uri=true", **kwargs)
+        try:
+            check_schema(engine)
+        except (sa.exc.OperationalError, DatabaseVersionError):
+            engine.dispose()
+            continue
+        logging.getLogger("dialer.db").info("database opened read-only (%s): %s", mode, path)
+        return engine
+    return None
 
 
 def _safe_url(url: str) -> str:

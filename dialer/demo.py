@@ -30,6 +30,14 @@ from sqlalchemy.engine import Engine as DbEngine
 import dialer
 from dialer.asgi_thread import free_port
 from dialer.db import open_database, session_scope
+from dialer.demo_agents import (
+    DEMO_BREAKS,
+    DEMO_DESK,
+    add_demo_agents,
+    callbacks_text,
+    dispositions_text,
+    team_text,
+)
 from dialer.dialing.daemon import Daemon, DaemonConfig
 from dialer.dialing.status import daemon_status
 from dialer.models import Campaign, utcnow
@@ -55,7 +63,9 @@ DEMO_WORLD: dict[str, Any] = {
     "seed": 1,
     "timezone": "Europe/London",
     "pbx_number": "442037691880",
-    "agents": {"count": 20, "wrapup": {"dist": "const", "value": 5}},
+    "agents": {"count": 20, "wrapup": {"dist": "const", "value": 5}, "breaks": DEMO_BREAKS},
+    # The agents log in, take breaks and save dispositions through the daemon's /api (dialer.demo_agents).
+    "desk": DEMO_DESK,
     "calls": {
         "answer_probability": 0.3,
         "p_busy": 0.1,
@@ -177,8 +187,11 @@ def create_demo_campaign(
             default_region="GB",
             timezone=scenario.timezone,
             abandon_action="ivr_play:1",
+            # Wrap-up ends with the agent's disposition, or after a wall second at the latest.
+            wrapup_s=1,
             **delays,
         )
+    add_demo_agents(db, scenario.extensions[: scenario.agent_count], CAMPAIGN)
     return load_file(db, contacts, CAMPAIGN, rejects_path=workdir / "example.rejects.csv")
 
 
@@ -253,6 +266,9 @@ def _progress_view(
     table.add_row("Abandoned", f"{abandoned:,} ({rate} of answered; limit 3%)")
     table.add_row("Ringing / waiting for an agent", f"{ringing} / {waiting if waiting is not None else '-'}")
     table.add_row("Agents busy", f"{busy} of {agents}")
+    table.add_row("Agents", team_text(row))
+    table.add_row("Dispositions saved", dispositions_text(db, campaign_id))
+    table.add_row("Callbacks", callbacks_text(db, campaign_id))
     table.add_row("Contacts still to call", f"{int(row.get('due', 0)):,}")
     if budget:
         table.add_row(

@@ -48,7 +48,6 @@ WEBHOOK_PATH = "/zadarma"
 NOTIFY_START_WALL_S = 1.0
 START_TIMEOUT_S = 120.0
 DRAIN_TIMEOUT_S = 90.0
-UNDECIDED = ("ringing", "routing", "waiting")  # simulator call states whose answer/abandon is not known yet
 
 Say = Callable[[str], None]
 
@@ -323,7 +322,9 @@ def _run_processes(bench: BenchScenario, policy: str, opts: LiveBenchOptions, x:
 
         def decided() -> bool:
             calls = _get(f"{api}/_sim/calls?since={t_start}")
-            return not any(c["state"] in UNDECIDED for c in calls if c["received_at"] < t_end)
+            # Decided: an agent took it, it was abandoned, or it ended unanswered.
+            return all(c["connected"] or c["abandoned"] or c["ended_at"] is not None
+                       for c in calls if c["received_at"] < t_end)  # fmt: skip
 
         _wait(decided, DRAIN_TIMEOUT_S, "the calls in flight", procs)
         calls = [c for c in _get(f"{api}/_sim/calls?since={t_start}") if c["received_at"] < t_end]
@@ -357,7 +358,7 @@ def _figures(calls: list[dict[str, Any]], agents0: list[dict[str, Any]], agents1
     for c in calls:
         if c["connected_at"] is None:
             continue
-        ended = c["connected_at"] + c["talk_seconds_wall"] if c["state"] == "ended" else t_end
+        ended = c["connected_at"] + c["talk_seconds_wall"] if c["ended_at"] is not None else t_end
         talk += max(0.0, min(ended, t_end) - max(c["connected_at"], t_start))
     before = {a["extension"]: a["logged_in_seconds"] for a in agents0}
     logged = sum(a["logged_in_seconds"] - before.get(a["extension"], 0.0) for a in agents1)

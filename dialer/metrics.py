@@ -37,6 +37,8 @@ _COUNTERS: dict[str, str] = {
     "dialer_webhook_signature_failures_total": "Webhook requests refused for a missing or wrong signature.",
     "dialer_webhook_malformed_total": "Webhook requests refused as malformed.",
     "dialer_webhook_errors_total": "Webhook events stored but not folded because of an error.",
+    "dialer_webhook_unknown_events_total": "Webhook requests refused for an event name with no signing rule.",
+    "dialer_webhook_rate_limited_total": "Webhook requests refused unread: their source was over its failure budget.",
 }
 
 
@@ -141,6 +143,7 @@ class Metrics:
             out.extend(f"{name}{_labels(labels)} {_num(v)}" for labels, v in rows)
         out.extend(self._budget_lines())
         out.extend(self._dial_reason_lines())
+        out.extend(self._team_lines(names))
         if live is not None:
             out.extend(self._live_lines(live, now, names if self.db is not None else None))
         return "\n".join(out) + "\n"
@@ -170,6 +173,27 @@ class Metrics:
                 f"{int(r.value == code)}"
                 for r in Reason
             )
+        return out
+
+    def _team_lines(self, names: dict[int, str]) -> list[str]:
+        """Agents by state and scheduled callbacks (all, and those due), per campaign, read from the database."""
+        if self.db is None:
+            return []
+        from dialer.dialing.status import team_figures
+
+        teams = team_figures(self.db)
+        agents, scheduled, due = "dialer_agents", "dialer_callbacks_scheduled", "dialer_callbacks_due"
+        out = [f"# HELP {agents} The campaign's agents in each state (campaigns with agents).",
+               f"# TYPE {agents} gauge"]  # fmt: skip
+        for cid, fig in sorted(teams.items()):
+            if cid in names:
+                out.extend(f"{agents}{_labels([('campaign', str(cid)), ('campaign_name', names[cid]), ('state', st)])} "
+                           f"{n}" for st, n in fig.agents.items())  # fmt: skip
+        for name, text, attr in ((scheduled, "Callbacks scheduled and not yet placed", "callbacks_scheduled"),
+                                 (due, "Scheduled callbacks whose time has come", "callbacks_due")):  # fmt: skip
+            out += [f"# HELP {name} {text}, per campaign.", f"# TYPE {name} gauge"]
+            out.extend(f"{name}{campaign_labels(cid, cname)} {getattr(teams[cid], attr) if cid in teams else 0}"
+                       for cid, cname in sorted(names.items()))  # fmt: skip
         return out
 
     def _budget_lines(self) -> list[str]:

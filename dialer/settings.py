@@ -31,13 +31,13 @@ class Settings(BaseSettings):
     database_url: str = Field(default="sqlite:///dialer.db", validation_alias="DIALER_DATABASE_URL")
     timezone: str = Field(default="", validation_alias="DIALER_TIMEZONE")
     webhook_host: str = Field(default="127.0.0.1", validation_alias="DIALER_WEBHOOK_HOST")
-    webhook_port: int = Field(default=0, validation_alias="DIALER_WEBHOOK_PORT")
+    webhook_port: int = Field(default=0, ge=0, le=65535, validation_alias="DIALER_WEBHOOK_PORT")
     webhook_path: str = Field(default="/zadarma", validation_alias="DIALER_WEBHOOK_PATH")
     webhook_verify: bool = Field(default=True, validation_alias="DIALER_WEBHOOK_VERIFY")
     # The web console (dialer.web): its own port, off by default, so the webhook port can face the internet alone.
     web_port: int = Field(default=0, ge=0, le=65535, validation_alias="DIALER_WEB_PORT")
     web_host: str = Field(default="127.0.0.1", validation_alias="DIALER_WEB_HOST")
-    http_timeout_s: float = Field(default=10.0, validation_alias="DIALER_HTTP_TIMEOUT")
+    http_timeout_s: float = Field(default=10.0, gt=0, validation_alias="DIALER_HTTP_TIMEOUT")
     # How long an agent's API session (dialer.agents.tokens) lasts: one shift by default.
     api_token_ttl_s: float = Field(default=12 * 3600.0, gt=0, validation_alias="DIALER_API_TOKEN_TTL")
 
@@ -73,10 +73,21 @@ class _TomlSource(PydanticBaseSettingsSource):
             return {}
         import tomllib
 
+        named = "DIALER_CONFIG=" if os.environ.get("DIALER_CONFIG") else "config file "
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{named}{path}: no such file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{named}{path}: is a folder, not a TOML file") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{named}{path}: not a text file (TOML is UTF-8)") from None
+        except OSError as exc:
+            raise ConfigError(f"{named}{path}: cannot be read: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{named}{path}: not valid TOML: {exc}") from None
         fields = self.settings_cls.model_fields
         out: dict[str, Any] = {}
         for key, value in data.items():
@@ -98,4 +109,21 @@ def config_path() -> Path | None:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+    """The settings, or a ``ConfigError`` naming each wrong setting (its environment variable) and what is wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe_invalid(exc)) from None
+
+
+def _describe_invalid(exc: Any) -> str:
+    aliases = {name: str(f.validation_alias or name).upper() for name, f in Settings.model_fields.items()}
+    parts = []
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err.get("loc") else "?"
+        value = err.get("input")
+        shown = "" if isinstance(value, dict) or name == "zadarma_secret" else f"={str(value)[:60]!r}"
+        parts.append(f"{aliases.get(name, name.upper())}{shown}: {err['msg'].lower()}")
+    return "; ".join(parts)

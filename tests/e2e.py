@@ -202,10 +202,10 @@ class Stack:
     def daemon_log(self) -> str:
         return "\n".join(p.read_text() for p in self.logs if p.name.startswith("daemon") and p.exists())
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         """`dialer ARGS` in-process, with the daemon's settings (database, simulator, credentials)."""
         settings = {k: v for k, v in self.env.items() if k.startswith(("ZADARMA_", "DIALER_"))}
-        out = invoke(args, env=clean_env(**settings), cwd=self.tmp)
+        out = invoke(args, env=clean_env(**settings), cwd=self.tmp, input=input)
         if check and out.returncode != 0:
             raise AssertionError(f"dialer {' '.join(args)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
         return out
@@ -286,10 +286,12 @@ class Stack:
 
 
 @contextmanager
-def stack(tmp: Path, **kw: Any) -> Iterator[Stack]:
+def stack(tmp: Path, *, start_sim: bool = True, **kw: Any) -> Iterator[Stack]:
+    """``start_sim=False``: the caller starts the simulator (e.g. after slow setup, when its shift clock matters)."""
     st = Stack(tmp, **kw)
     try:
-        st.start_sim()
+        if start_sim:
+            st.start_sim()
         yield st
     finally:
         st.stop()

@@ -68,6 +68,17 @@ def test_postgres_migrations_load_and_due_query(pg_url: str, tmp_path: Path) -> 
         with db.session_scope(engine) as s:
             assert [c.phone for c in campaigns.next_due_contacts(s, cid, utcnow(), 10)] == ["+447911123456"]
         assert db.check_models_match_migrations() == []
+
+        # A big load leaves the table analysed: the planner knows its size before autovacuum comes round.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'contact'"
+                                        ).scalar() is None
+        big = tmp_path / "big.csv"
+        big.write_text("phone\n" + "".join(f"+44207946{i:04d}\n" for i in range(loader.ANALYZE_AFTER_ROWS)))
+        assert loader.load_file(engine, big, "pg").loaded == loader.ANALYZE_AFTER_ROWS
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'contact'"
+                                        ).scalar() is not None
     finally:
         engine.dispose()
 

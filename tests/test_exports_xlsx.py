@@ -178,3 +178,18 @@ def test_empty_campaign_still_has_every_sheet(sample: Sample, tmp_path: Path) ->
     assert wb.sheetnames == ["Summary", "Contacts", "Attempts", "Hourly", "Agents", "Dispositions"]
     assert wb["Agents"].max_row == 1 and wb["Agents"]["B1"].value == "login"  # the header of a team of none
     assert wb["Contacts"].max_row == 1 and wb["Attempts"]["A1"].value == "attempt_id"
+
+
+def test_a_sheet_too_big_for_a_plain_zip_member_is_written_as_zip64(
+    sample: Sample, report: Report, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million contacts of 20 fields make a sheet XML past 2 GiB, which zipfile refuses without zip64 (found by
+    benchmarks/bench_report_memory.py); here the threshold is lowered so every sheet takes that path."""
+    import dialer.reporting.xlsx_export as xlsx
+
+    monkeypatch.setattr(xlsx, "_ZIP64_CELLS", 0)
+    path = export_xlsx(sample.engine, report, tmp_path / "zip64.xlsx")
+    with zipfile.ZipFile(path) as z:
+        assert z.testzip() is None
+    book = openpyxl.load_workbook(path, read_only=True)
+    assert len(rows_of(book["Contacts"])) == report.contacts_total

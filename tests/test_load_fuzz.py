@@ -102,7 +102,8 @@ CASES = [
     Case("binary-junk", bytes(range(256)) * 40, 1),
     Case("gzip", b"\x1f\x8b\x08\x00" + bytes(range(200)) * 3, 1),
     Case("old-xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600, 1),
-    Case("latin1-as-cp1251", "phone,name\n+447911123456,Ünïcödé\n".encode("latin-1"), 0, 1, 1),  # mojibake, loads
+    # Latin-1 read as Windows-1251 would be mojibake (Ьnпcцdй): refused, never silently misread.
+    Case("latin1-as-cp1251", "phone,name\n+447911123456,Ünïcödé\n".encode("latin-1"), 1),
     Case("undecodable", b"phone,name\n+447911123456,\x98\x98\n", 1),  # 0x98 is in neither UTF-8 nor cp1251
     Case("bom-bad-utf8", b"\xef\xbb\xbfphone\n\xff\xfe\xfa\n", 1),
     Case("huge-notes", f'phone,notes\n{UK[0]},"{HUGE}"\n{UK[1]},short\n'.encode(), 0, 2, 2),
@@ -120,9 +121,10 @@ CASES = [
          f"{UK[1]},\"=cmd|' /C calc'!A0\"\n-2+3,+x\n".encode(), 0, 4, 2),
     Case("empty", b"", 1),
     Case("whitespace", b"  \n\t\n\r\n", 1),
-    Case("header-only", b"phone,name\n", 0, 0, 0),
-    Case("header-only-crlf-bom", b"\xef\xbb\xbfphone;name\r\n", 0, 0, 0),
-    Case("only-delimiters", b"phone,name\n,,\n,\n,,,\n", 0, 0, 0),
+    # Nothing loaded is a failure a script can see (exit 1), even when the file itself was fine.
+    Case("header-only", b"phone,name\n", 1),
+    Case("header-only-crlf-bom", b"\xef\xbb\xbfphone;name\r\n", 1),
+    Case("only-delimiters", b"phone,name\n,,\n,\n,,,\n", 1),
     Case("xlsx-broken-zip", b"PK\x03\x04" + bytes(range(256)) * 8, 1, suffix=".xlsx"),
     Case("xlsx-zip-not-workbook", _zip_junk, 1, suffix=".xlsx"),
     Case("xlsx-ok", _xlsx([["Phone", "Name"], [447911123456, "Ann"], ["07911 123457", "Bob"], [None, None],
@@ -142,7 +144,7 @@ CASES = [
     Case("unicode-separators",
          b"phone,notes\n" + f"{UK[0]},a\u2028b\x85c\x1cd\x0be\n{UK[1]},\U0001f600\n".encode(), 0, 2, 2),
     Case("html-as-xls", b"<html><body><table><tr><td>phone</td></tr></table></body></html>\n", 1, suffix=".xls"),
-    Case("json", json.dumps([{"phone": UK[0]}]).encode(), 0, None),
+    Case("json", json.dumps([{"phone": UK[0]}]).encode(), 1),  # read as a header alone: nothing loaded
     Case("bad-columns", b"phone,timezone,country,priority\n" + f"{UK[0]},Mars/Base,ZZ,high\n{UK[1]},,GB,9e99\n"
          f"{UK[2]},Europe/London,,-1\n".encode(), 0, 3, 2),
     Case("directory", _directory, 1),

@@ -219,3 +219,64 @@ def test_missing_file_and_unknown_column_are_one_line_errors(tmp_path: Path, cli
     assert res.returncode == 1 and "no campaign named 'c'" in res.stderr  # the failed load left no campaign
     res = cli("campaign", "load", str(path), "--campaign", "c", "--from", "1", "--phone-column", "mobile")
     assert res.returncode == 1 and "no phone column 'mobile'" in res.stderr, res.stderr
+
+
+def test_rejects_file_never_holds_a_live_formula(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text(
+        "phone,name,=HYPERLINK(\"x\")\n=cmd|' /C calc'!A0,@SUM(1;2),+1+1\n12345,-2+3,-3.5\n", encoding="utf-8"
+    )
+    res = _load(engine, path)
+    assert res.rejected == 2
+    with open(res.rejects_path or "", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["line", "reason", "phone", "name", "'=HYPERLINK(\"x\")"]
+    assert rows[1][2:] == ["'=cmd|' /C calc'!A0", "'@SUM(1;2)", "'+1+1"]
+    assert rows[2][2:] == ["12345", "'-2+3", "-3.5"]  # a plain number stays as it is
+
+
+def test_a_file_mixing_utf8_and_windows_1251_is_decoded_line_by_line(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes("phone,name\n+447911123456,José\n".encode() + "+447911123457,Иван Петров\n".encode("cp1251"))
+    res = _load(engine, path)
+    assert res.loaded == 2 and res.encoding == "utf-8+cp1251 (line by line)"
+    assert sorted(c.name or "" for c in _contacts(engine)) == ["José", "Иван Петров"]
+
+
+def test_a_line_neither_utf8_nor_clearly_windows_1251_is_refused_with_its_number(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(
+        "phone,name\n+447911123456,José\n".encode()
+        + "+447911123457,Иван\n".encode("cp1251")
+        + "+447911123458,Ünïcödé\n".encode("latin-1")
+        + b"+447911123459,\x98\n"
+    )
+    with pytest.raises(loader.LoaderError, match=r"line\(s\) 4, 5 are neither UTF-8 nor clearly Windows-1251"):
+        loader.load_file(engine, path, "c")
+    assert _contacts(engine) == []
+
+
+def test_ragged_rows_are_rejected_with_a_reason_not_cut(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "ragged.csv"
+    path.write_text("phone,name\n+447911123456,Ann,extra,more\n+447911123457,Bob\n", encoding="utf-8")
+    res = _load(engine, path)
+    assert (res.loaded, res.rejected) == (1, 1)
+    (row,) = _rejects(res)
+    assert row["line"] == "2" and "field" in row["reason"] and "extra" in ",".join(row.values())
+
+
+def test_wide_and_bloated_rows_are_capped_with_a_warning(engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    header = ["phone", "name", *(f"c{i}" for i in range(3000))]
+    rows = [header, ["+447911123456", "N" * 20_000, *("x" * 12_000 if i == 0 else str(i) for i in range(3000))]]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    res = _load(engine, path)
+    assert res.loaded == 1
+    assert any("3,000 custom columns: kept the first 200" in w and "'c200'" in w for w in res.warnings)
+    assert any("2 field(s) longer than 10,000 characters were cut" in w for w in res.warnings)
+    (contact,) = _contacts(engine)
+    assert len(contact.fields) == loader.MAX_CUSTOM_COLUMNS and "c200" not in contact.fields
+    assert len(contact.fields["c0"]) == 10_000 and len(contact.name or "") == 10_000

@@ -44,16 +44,16 @@ def test_ratio_keeps_a_fixed_number_of_lines() -> None:
 
 
 def test_make_policy_parses_every_spec_and_rejects_bad_ones() -> None:
-    assert isinstance(make_policy("progressive"), ProgressivePolicy)
-    ratio = make_policy("ratio:2.5")
+    assert isinstance(make_policy("progressive").inner, ProgressivePolicy)
+    ratio = make_policy("ratio:2.5").inner
     assert isinstance(ratio, RatioPolicy) and ratio.k == 2.5
-    tapered = make_policy("vicidial")
+    tapered = make_policy("vicidial").inner
     assert isinstance(tapered, VicidialPolicy) and tapered.mode == "tapered"
-    average = make_policy("vicidial-average")
+    average = make_policy("vicidial-average").inner
     assert isinstance(average, VicidialPolicy) and average.mode == "average"
-    tuned = make_policy("vicidial:diff=-4,max=2")
+    tuned = make_policy("vicidial:diff=-4,max=2").inner
     assert isinstance(tuned, VicidialPolicy) and tuned.dl_diff_target == -4 and tuned.max_level == 2
-    assert isinstance(make_policy("predictive"), PredictivePolicy)
+    assert isinstance(make_policy("predictive").inner, PredictivePolicy)
     for bad in ("ratio:x", "ratio:0", "turbo", "vicidial:speed=3", "predictive:margin=abc", "progressive:1"):
         with pytest.raises(ValueError):
             make_policy(bad)

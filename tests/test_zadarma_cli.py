@@ -49,7 +49,7 @@ def test_balance_json(server: tuple[str, Behaviour]) -> None:
 def test_missing_credentials_is_a_clear_error(server: tuple[str, Behaviour]) -> None:
     _url, _ = server
     out = invoke(["api", "balance"], env=clean_env(), cwd=Path("/"))
-    assert out.returncode == 3
+    assert out.returncode == 2
     assert "ZADARMA_KEY" in out.stderr and "Traceback" not in out.stderr
 
 

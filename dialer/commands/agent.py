@@ -109,12 +109,17 @@ def list_(
 ) -> None:
     """List agents with their session: state (and pause code), since when, and a change waiting for a call's end.
 
+    Times are in DIALER_TIMEZONE when it is set, else UTC.
+
     Example: dialer agent list --campaign spring
     """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from rich.console import Console
     from rich.table import Table
 
     from dialer.agents import accounts
+    from dialer.commands.campaign_edit import operator_zone
     from dialer.db import session_scope
     from dialer.ingest import campaigns as svc
 
@@ -125,17 +130,22 @@ def list_(
             rows = accounts.list_agents(s, _now(), cid)
     except svc.CampaignError as exc:
         fail(str(exc))
+    # Agents may work campaigns in several zones: their times are in the operator's (DIALER_TIMEZONE), else UTC.
+    try:
+        zone = ZoneInfo(operator_zone("UTC"))
+    except (ZoneInfoNotFoundError, ValueError):
+        fail(f"DIALER_TIMEZONE {operator_zone('UTC')!r} is not an IANA time zone (e.g. Europe/London)")
     if json_out:
-        print_json([r.as_dict() for r in rows])
+        print_json([{**r.as_dict(), "since_local": r.since.astimezone(zone).isoformat()} for r in rows])
         return
     if not rows:
         typer.echo("No agents. Add one: dialer agent add LOGIN --name NAME --extension EXT --campaign CAMPAIGN")
         return
-    table = Table("login", "name", "extension", "campaigns", "state", "since (UTC)", "after the call")
+    table = Table("login", "name", "extension", "campaigns", "state", f"since ({zone.key})", "after the call")
     for r in rows:
         state = f"{r.state} ({r.pause_code})" if r.pause_code else r.state
         table.add_row(r.login, r.name, r.extension, ", ".join(r.campaigns), state,
-                      r.since.strftime("%Y-%m-%d %H:%M:%S"), r.pending_change or "")  # fmt: skip
+                      r.since.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), r.pending_change or "")  # fmt: skip
     Console().print(table)
 
 

@@ -166,9 +166,10 @@ def load(
 ) -> None:
     """Load contacts from a file into a campaign; bad rows go to a rejects CSV with their line and reason.
 
-    A load is all or nothing: if it fails or is interrupted, none of its contacts are kept. Exit code 0 when the
-    file was read (even if rows were rejected), 1 when it cannot be read or the load failed, 2 for a wrong option
-    or setting, 130 when interrupted (Ctrl-C).
+    A load is all or nothing: if it fails or is interrupted, none of its contacts are kept. Exit code 0 when at
+    least one row of the file is in the campaign (loaded now, or already there: a re-run), 1 when nothing was
+    loaded (every row rejected, or no rows) or the file cannot be read or the load failed, 2 for a wrong option or setting, 130 when interrupted
+    (Ctrl-C).
 
     Example: dialer campaign load campaigns/example.csv --campaign spring --from 100 --region GB
     """
@@ -202,9 +203,14 @@ def load(
             raise
     if json_out:
         print_json({**result.as_dict(), "campaign_created": created})
-        return
-    for line in load_summary(result, created):
-        typer.echo(line)
+    else:
+        for line in load_summary(result, created):
+            typer.echo(line)
+    if not result.in_campaign:  # a script must not take a load of nothing for a load
+        if created:  # as for a failed load: no empty campaign left behind
+            _forget_campaign(engine, campaign, None)
+        why = "every row was rejected" if result.rows_read else "the file has no data rows"
+        fail(f"nothing was loaded: {why}" + (f" (see {result.rejects_path})" if result.rejects_path else ""))
 
 
 def load_summary(result: Any, created: bool = False) -> list[str]:
@@ -224,10 +230,11 @@ def load_summary(result: Any, created: bool = False) -> list[str]:
                    "kept in the 'extension' field.")  # fmt: skip
     if result.blank_lines:
         out.append(f"Skipped {result.blank_lines:,} blank line{'s' if result.blank_lines != 1 else ''}.")
+    out.extend(f"Warning: {w}" for w in result.warnings)
     return out
 
 
-def _forget_campaign(engine: Any, name: str, failure: BaseException) -> None:
+def _forget_campaign(engine: Any, name: str, failure: BaseException | None) -> None:
     """Delete a campaign this load created, if the database lets us (it may be the reason the load failed)."""
     import gc
     import traceback

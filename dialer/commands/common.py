@@ -19,7 +19,8 @@ from typer.core import TyperGroup
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_CONFIG = 3
+# A wrong setting (environment, dialer.toml, the database file it names) is a wrong option too: one code for both.
+EXIT_CONFIG = EXIT_USAGE
 EXIT_API = 4
 EXIT_AMBIGUOUS = 5
 # 6 is `dialer db`'s schema mismatch (commands/db.py). 7: another daemon already runs on this database.

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 
 import typer
 
-from dialer.commands.common import EXIT_ERROR, fail
+from dialer.commands.common import EXIT_CONFIG, EXIT_ERROR, fail
+from dialer.dialing.disk import exception_chain
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
@@ -46,12 +47,15 @@ _DATABASE = (
     ("unable to open database file",
      "cannot open the database file: check that its directory exists and is writable (DIALER_DATABASE_URL)"),
     ("file is not a database",
-     "DIALER_DATABASE_URL points at a file that is not a SQLite database"),
+     "DIALER_DATABASE_URL: not a dialer database / corrupted: restore from backup (or point it at the right file)"),
     ("malformed",
-     "the database file is damaged (malformed); restore it from a backup"),
+     "DIALER_DATABASE_URL: not a dialer database / corrupted (malformed): restore from backup"),
     ("could not connect", "cannot connect to the database server (DIALER_DATABASE_URL): is it running?"),
     ("connection refused", "cannot connect to the database server (DIALER_DATABASE_URL): is it running?"),
 )  # fmt: skip
+
+# The database setting points at the wrong (or a damaged) file: a configuration error, not a passing failure.
+_WRONG_FILE = frozenset({"file is not a database", "malformed"})
 
 _OS = {
     errno.ENOSPC: "the disk is full: nothing from this command was saved; free some space and run it again",
@@ -61,25 +65,15 @@ _OS = {
 }
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, what SQLAlchemy wrapped (``orig``) and what it was raised from or during, once each."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        linked = (getattr(e, "orig", None), e.__cause__, e.__context__)
-        todo.extend(x for x in linked if isinstance(x, BaseException))
-
-
 def describe(exc: BaseException) -> tuple[str, int] | None:
     """(message, exit code) for a failure the operator can act on, None for an unexpected one."""
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
     if any(isinstance(e, KeyboardInterrupt) for e in chain):
         return INTERRUPTED, EXIT_INTERRUPTED
+    for e in chain:
+        # A setting (environment, dialer.toml) is wrong: its message names it (dialer.settings.ConfigError).
+        if type(e).__name__ == "ConfigError":
+            return str(e).splitlines()[0] if str(e) else "a setting is wrong", EXIT_CONFIG
     for e in chain:
         if isinstance(e, OSError) and e.errno in _OS:
             return _OS[e.errno], EXIT_ERROR
@@ -88,7 +82,7 @@ def describe(exc: BaseException) -> tuple[str, int] | None:
             text = str(getattr(e, "orig", None) or e).lower()
             for needle, message in _DATABASE:
                 if needle in text:
-                    return message, EXIT_ERROR
+                    return message, EXIT_CONFIG if needle in _WRONG_FILE else EXIT_ERROR
     for e in chain:
         if isinstance(e, MemoryError):
             return "out of memory: nothing was saved; close other programs or split the input", EXIT_ERROR

@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from dialer.commands.common import EXIT_CONFIG, EXIT_DAEMON_RUNNING, EXIT_ERROR, fail, print_json
+from dialer.commands.common import EXIT_API, EXIT_CONFIG, EXIT_DAEMON_RUNNING, EXIT_ERROR, fail, print_json
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -164,6 +164,10 @@ def _status_table(st: dict[str, object]) -> Table:
         line = f"{c['name']}: {why.get('text', '')}"
         if c.get("due_later_text"):
             line += f"; due later: {c['due_later_text']}"
+        if c.get("agents"):
+            line += "; agents: " + ", ".join(f"{n} {state}" for state, n in c["agents"].items() if n)
+        if c.get("callbacks_scheduled"):
+            line += f"; callbacks: {c['callbacks_due']} due of {c['callbacks_scheduled']} scheduled"
         lines.append(line)
     budget = daemon.get("budget") or {}
     if isinstance(budget, dict) and budget:
@@ -209,15 +213,21 @@ def reconcile(
                     since=since.replace(tzinfo=UTC) if since else None
                 )
         except ZadarmaError as exc:
-            fail(str(exc), 4)
+            fail(str(exc), EXIT_API)
     data = result.__dict__
     if as_json:
         typer.echo(json.dumps(data, default=str, indent=2))
-        return
+    else:
+        _print_reconcile(console, result)
+    if result.errors:  # e.g. a wrong key or secret: a script must not take this run for a reconcile
+        fail(f"the statistics could not be read: {result.errors[0]}", EXIT_API)
+
+
+def _print_reconcile(console: Any, result: Any) -> None:
     console.print(
         f"statistics requests: {result.requests}, rows read: {result.rows_fetched:,} ({result.rows_new:,} new), "
         f"attempts completed: {result.completed:,}, uncertain resolved: {result.resolved_uncertain:,}"
         + (" (incomplete: run again to fetch the rest)" if result.incomplete else "")
     )
-    for err in result.errors:
+    for err in result.errors[1:]:
         console.print(f"[yellow]warning:[/] {err}")

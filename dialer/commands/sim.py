@@ -118,6 +118,8 @@ def serve(
     )
     if faults:
         typer.echo("faults: " + ", ".join(f"{k}={v:g}" for k, v in faults.items()))
+    if sc.desk is not None:
+        typer.echo(f"simulated agents log in to the dialer's /api as {sc.desk.login} (see /_sim/desk)")
     typer.echo("Point the client at it:")
     typer.echo(f"  export ZADARMA_API_URL={url}")
     typer.echo(f"  export ZADARMA_KEY={key}")

@@ -37,6 +37,7 @@ def serve(
     """
     import uvicorn
 
+    from dialer.asgi_thread import check_listen
     from dialer.db import DatabaseVersionError, open_database
     from dialer.dialing.live import LiveState
     from dialer.outcomes.webhook_app import create_webhook_app
@@ -65,6 +66,8 @@ def serve(
     host = host or settings.webhook_host
     port = port or settings.webhook_port or DEFAULT_PORT
     path = path or settings.webhook_path
+    with config_errors():
+        check_listen(host, port, "--port / DIALER_WEBHOOK_PORT")
     web = create_webhook_app(engine, secret=secret, live=LiveState(wrapup_s=wrapup), path=path, verify=verify)
     shown = path if path.startswith("/") else "/" + path
     typer.echo(

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import Engine as DbEngine
@@ -28,6 +28,7 @@ from dialer.agents.presence import campaigns_with_agents
 from dialer.contention import is_disconnect
 from dialer.db import open_database, session_scope
 from dialer.dialing.daemon_lock import DaemonLock, acquire_daemon_lock
+from dialer.dialing.disk import DiskPause, is_disk_full
 from dialer.dialing.engine import Engine, EngineConfig
 from dialer.dialing.status import STATUS_KEY, DaemonState
 from dialer.kv import get_value, put_value
@@ -120,6 +121,8 @@ class Daemon:
         # Held from run() to the end of shutdown(): one daemon per database (dialing/daemon_lock.py).
         self.lock: DaemonLock | None = None
         self._exit_code = 0
+        self.disk = DiskPause()
+        self.engine.hold = lambda: self.disk.paused
 
     # -- start and stop -----------------------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class Daemon:
         self._start_webhooks()
         self._service_stops = [start(self) for start in self.services]
         now = datetime.now(UTC)
-        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED)
+        self.scheduler.add_listener(self._on_job_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_EXECUTED)
         self.scheduler.add_job(self.sync_jobs, "interval", seconds=self.config.sync_every_s, id="sync",
                                next_run_time=now)
         self.scheduler.add_job(self.reconcile, "interval", seconds=self.config.reconcile_every_s, id="reconcile",
@@ -390,7 +393,23 @@ class Daemon:
         if self._silent_logged:
             log_event(log, logging.INFO, "webhook events flowing again: pacing from live state")
             self._silent_logged = False
+        self._heal_live(int(campaign.id or 0), now)
         return self.live.observation(campaign, now)
+
+    def _heal_live(self, campaign_id: int, now: float) -> None:
+        """Calls the live state still has in progress whose attempt the database says is over (their end event was
+        lost; the statistics or another source completed them) are closed, so pacing never counts a phantom."""
+        ids = self.live.live_attempts(campaign_id)
+        if not ids:
+            return
+        with session_scope(self.db, write=False) as s:
+            over = s.exec(
+                select(Attempt.id).where(col(Attempt.id).in_(ids), col(Attempt.state).not_in(LIVE_ATTEMPT_STATES))
+            ).all()
+        closed = self.live.close_calls([int(a) for a in over if a is not None], now)
+        if closed:
+            log_event(log, logging.INFO, "live calls closed from the database (their end events were lost)",
+                      campaign_id=campaign_id, calls=closed)
 
     # -- helpers -------------------------------------------------------------------------------------
 
@@ -404,14 +423,26 @@ class Daemon:
         return running == 0 and live == 0 and self._ran_campaign and self._last_reconcile_ok > 0
 
     def _on_job_event(self, event: JobExecutionEvent) -> None:
-        if event.code == EVENT_JOB_MISSED:
+        if event.code == EVENT_JOB_EXECUTED:
+            if event.job_id == "heartbeat" and self.disk.wrote():
+                log_event(log, logging.WARNING, "disk space is back: dialling resumes")
+        elif event.code == EVENT_JOB_MISSED:
             log_event(log, logging.INFO, "job ran late", job=event.job_id)
+        elif event.exception is not None and is_disk_full(event.exception):
+            count = self.disk.failed(time.monotonic())
+            if count is not None:  # one line a minute, not a traceback a tick
+                self._note_error(f"disk full: dialling paused until space returns ({count} failed writes since "
+                                 f"the last line; database {self.config_db_hint()})")
         elif event.exception is not None and is_disconnect(event.exception):
             # A database restart: one line; the job runs again at its next interval on a fresh connection.
             self._note_error(f"{event.job_id}: database connection lost; it runs again at its next interval")
         elif event.exception is not None:
             self._note_error(f"{event.job_id}: {type(event.exception).__name__}: {event.exception}")
             log.error("job %s failed", event.job_id, exc_info=event.exception)
+
+    def config_db_hint(self) -> str:
+        """Where the database is, for the disk-full line (the URL without a password)."""
+        return self.db.url.render_as_string(hide_password=True)
 
     def _lock_lost(self) -> None:
         """Another daemon may be running on this database now (our lock file was replaced, or the PostgreSQL
@@ -431,6 +462,10 @@ class Daemon:
 
 def run_daemon(settings: Settings, config: DaemonConfig, *, on_ready: Callable[[Daemon], None] | None = None) -> int:
     settings.require_credentials()
+    if config.webhooks and config.webhook_port:
+        from dialer.asgi_thread import check_listen
+
+        check_listen(config.webhook_host, config.webhook_port, "--webhook-port / DIALER_WEBHOOK_PORT")
     daemon = Daemon(settings, config)
     if on_ready is not None:
         on_ready(daemon)

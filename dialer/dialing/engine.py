@@ -140,6 +140,8 @@ class Engine:
         self.clock = clock
         self._runtime: dict[int, CampaignRuntime] = {}
         self._stopping = threading.Event()
+        # Set while the daemon holds dialling (a full disk, dialer.dialing.disk): ticks place nothing meanwhile.
+        self.hold: Callable[[], bool] = lambda: False
         self._pool = ThreadPoolExecutor(max_workers=self.config.place_workers, thread_name_prefix="place")
         self._inflight: set[int] = set()
         self._inflight_lock = threading.Lock()
@@ -225,7 +227,7 @@ class Engine:
 
     def tick(self, campaign_id: int) -> TickResult:
         result = TickResult(campaign_id)
-        if self.stopping:
+        if self.stopping or self.hold():
             return result
         with session_scope(self.db, write=False) as s:
             campaign = s.get(Campaign, campaign_id)
@@ -247,6 +249,11 @@ class Engine:
             if team is not None and team.working == 0:
                 n = 0  # agents, but none logged in and not paused: no call, whatever the policy says
             result.decided, result.agents, result.idle = n, obs.agents_logged_in, obs.idle
+            if team is not None and result.agents != rt.team_size:
+                # The decision log of a team change: a pause or logout is paced for from this tick on.
+                log_event(log, logging.INFO, "pacing for a new team size", campaign=campaign.name,
+                          agents=result.agents, was=rt.team_size, idle=result.idle, decided=n)  # fmt: skip
+                rt.team_size = result.agents
             if n and not self.stopping:
                 attempts = self.claim(campaign, n, result)
                 result.claimed = len(attempts)

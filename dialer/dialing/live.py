@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 from dialer.dialing.live_agents import AgentSide
+from dialer.dialing.live_heal import Durations, HealingSide
 from dialer.dialing.live_types import (
     AGENT_TALKING,
     ANSWERED_UNKNOWN,
@@ -56,7 +57,7 @@ RESERVATION_TIMEOUT_S = 60.0
 STALE_TALK_S = 4 * 3600.0
 
 
-class LiveState(AgentSide):
+class LiveState(HealingSide, AgentSide):
     """Thread-safe live state of every campaign: the model is in the module docstring, records in live_types."""
 
     def __init__(
@@ -80,6 +81,10 @@ class LiveState(AgentSide):
         self._placed_since_event: float | None = None
         self._events = 0
         self._last_sweep = 0.0
+        # Learned from the calls seen to end: past these a call whose end event was lost counts as over.
+        self.rings = Durations(ring_timeout_s)
+        self.talks = Durations(STALE_TALK_S)
+        self.healed = 0
 
     # --- configuration ----------------------------------------------------------------------------------
 
@@ -213,12 +218,13 @@ class LiveState(AgentSide):
                 logged = max(0, camp.count - offline)
                 idle_count = max(0, logged - len(talking) - len(wrapup))
             idle.sort(key=lambda item: item[1])
+            ring_bound = self.ring_bound_s(self.ring_timeout_s)
             ringing = sorted(
                 c.placed_at
                 for c in self._calls.values()
                 if c.campaign_id == campaign_id
                 and c.state == RINGING
-                and now - c.placed_at <= self.ring_timeout_s
+                and now - c.placed_at <= ring_bound
             )
             waiting = sum(
                 1 for c in self._calls.values() if c.campaign_id == campaign_id and c.state == WAITING
@@ -486,6 +492,9 @@ class LiveState(AgentSide):
 
     def _emit(self, call: LiveCall, finished: FinishedCall) -> FinishedCall:
         call.finished = True
+        self.rings.add(finished.ring_s)
+        if finished.connected:
+            self.talks.add(finished.talk_s)
         camp = self._campaign(call.campaign_id)
         camp.finished.append(finished)
         if len(camp.finished) > MAX_UNDRAINED:  # nobody drains (e.g. `dialer webhooks serve` alone)
@@ -499,6 +508,7 @@ class LiveState(AgentSide):
         if not force and now - self._last_sweep < 5.0:
             return
         self._last_sweep = now
+        self._heal(now)
         # A hold waits for the customer to answer at all: as long as a call may ring, then as long as a reservation.
         hold_s = self.ring_timeout_s + RESERVATION_TIMEOUT_S
         for agent in self._agents.values():

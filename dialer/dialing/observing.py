@@ -63,6 +63,7 @@ class CampaignRuntime:
     abandoned_today: int = 0
     last_tick: float = 0.0
     agent_seconds: float = 0.0
+    team_size: int = -1  # the working team the last tick paced for (agents' campaigns only)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Why the campaign is (not) dialling, kept between ticks: stored and logged when it changes.
     why: Explainer = field(default_factory=Explainer)

@@ -1,8 +1,12 @@
 """What `dialer status` shows: the daemon's heartbeat plus live counts from the database, and for each campaign
-why it is or is not dialling (the engine's stored verdict, or what its state says: ``dialer.dialing.why``)."""
+why it is or is not dialling (the engine's stored verdict, or what its state says: ``dialer.dialing.why``), its
+agents by state and its scheduled callbacks (``team_figures``, which ``/metrics`` shows too).
+
+"Due now" counts every contact whose time has come: fresh and retry contacts, and scheduled callbacks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -14,8 +18,14 @@ from sqlmodel import col, select
 from dialer.db import session_scope
 from dialer.dialing.why import Reason, Verdict, describe, effective, format_time, stored
 from dialer.kv import get_value
-from dialer.models import Attempt, Campaign, Contact, EventLog, utcnow
-from dialer.outcomes.states import DUE_CONTACT_STATES, LIVE_ATTEMPT_STATES, CampaignState
+from dialer.models import Agent, AgentCampaign, Attempt, Callback, Campaign, Contact, EventLog, utcnow
+from dialer.outcomes.states import (
+    LIVE_ATTEMPT_STATES,
+    WAITING_CONTACT_STATES,
+    AgentState,
+    CallbackState,
+    CampaignState,
+)
 
 
 class DaemonState(StrEnum):
@@ -41,7 +51,7 @@ def daemon_status(db: DbEngine, tz: str | None = None, now: datetime | None = No
         due = {row[0]: row[1:] for row in s.execute(
             sa.select(col(Contact.campaign_id), sa.func.count(), sa.func.sum(sa.case((later, 1), else_=0)),
                       sa.func.min(sa.case((later, col(Contact.next_attempt_at)))))
-            .where(col(Contact.state).in_(DUE_CONTACT_STATES))
+            .where(col(Contact.state).in_(WAITING_CONTACT_STATES))
             .group_by(col(Contact.campaign_id))
         ).all()}  # fmt: skip
         attempt_rows = s.execute(
@@ -57,6 +67,7 @@ def daemon_status(db: DbEngine, tz: str | None = None, now: datetime | None = No
             select(EventLog).where(col(EventLog.level).in_(("warning", "error")))
             .order_by(col(EventLog.id).desc()).limit(5)
         ).all()
+    teams = team_figures(db, now)
     per: dict[int | None, tuple[Any, ...]] = {row[0]: tuple(row[1:]) for row in attempt_rows}
     live_state = hb.get("live_state") or {}
     daemon = _daemon(hb, now)
@@ -85,6 +96,10 @@ def daemon_status(db: DbEngine, tz: str | None = None, now: datetime | None = No
             "calls_placed": int(total or 0),
             "answered": int(answered or 0),
             "abandoned": int(abandoned or 0),
+            # None: the campaign has no agents (it paces for its configured count).
+            "agents": teams[c.id].agents if c.id in teams and teams[c.id].agents else None,
+            "callbacks_scheduled": teams[c.id].callbacks_scheduled if c.id in teams else 0,
+            "callbacks_due": teams[c.id].callbacks_due if c.id in teams else 0,
         })
     return {
         "daemon": daemon,
@@ -145,3 +160,39 @@ def campaign_reasons(db: DbEngine) -> list[tuple[int, str, str]]:
         rows = s.exec(select(Campaign).where(col(Campaign.state) != CampaignState.DELETED)).all()
         return [(c.id or 0, c.name, effective(c.state, c.pause_reason, stored_verdict(c), daemon_running=True)
                  .reason.value) for c in rows]  # fmt: skip
+
+
+@dataclass
+class TeamFigures:
+    """One campaign's agents by state (every state, 0 included, when it has agents) and its scheduled callbacks
+    (``due``: their time has come, whether or not they can be placed this moment)."""
+
+    agents: dict[str, int] = field(default_factory=dict)
+    callbacks_scheduled: int = 0
+    callbacks_due: int = 0
+
+
+def team_figures(db: DbEngine, now: datetime | None = None) -> dict[int, TeamFigures]:
+    """Campaign id -> its agents by state and callbacks, for every campaign that has either."""
+    now = now or utcnow()
+    out: dict[int, TeamFigures] = {}
+    with session_scope(db, write=False) as s:
+        for cid, state, n in s.execute(
+            sa.select(col(AgentCampaign.campaign_id), col(Agent.state), sa.func.count())
+            .join(Agent, col(Agent.id) == col(AgentCampaign.agent_id))
+            .where(col(Agent.removed_at).is_(None))
+            .group_by(col(AgentCampaign.campaign_id), col(Agent.state))
+        ).all():  # fmt: skip
+            fig = out.setdefault(int(cid), TeamFigures())
+            if not fig.agents:
+                fig.agents = {a.value: 0 for a in AgentState}
+            fig.agents[str(state)] = int(n)
+        for cid, scheduled, due in s.execute(
+            sa.select(col(Callback.campaign_id), sa.func.count(),
+                      sa.func.sum(sa.case((col(Callback.next_try_at) <= now, 1), else_=0)))
+            .where(col(Callback.state) == CallbackState.SCHEDULED)
+            .group_by(col(Callback.campaign_id))
+        ).all():  # fmt: skip
+            fig = out.setdefault(int(cid), TeamFigures())
+            fig.callbacks_scheduled, fig.callbacks_due = int(scheduled), int(due or 0)
+    return out

@@ -67,7 +67,8 @@ def _key(header: str) -> str:
 
 
 def decode(data: bytes) -> tuple[str, str]:
-    """(text, encoding) for UTF-8 (with or without BOM) or Windows-1251; LoaderError otherwise."""
+    """(text, encoding) for UTF-8 (with or without BOM), UTF-16 with a BOM, Windows-1251, or UTF-8 and
+    Windows-1251 mixed line by line (``_decode_lines``); LoaderError otherwise."""
     if data.startswith(b"\xef\xbb\xbf"):
         try:
             return data[3:].decode("utf-8"), "utf-8-sig"
@@ -87,20 +88,58 @@ def decode(data: bytes) -> tuple[str, str]:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
-    try:
-        text = data.decode("cp1251")
-    except UnicodeDecodeError:
+    return _decode_lines(data)
+
+
+MIXED_ENCODING = "utf-8+cp1251 (line by line)"
+_EOL = re.compile(rb"(\r\n|\r|\n)")
+_CYRILLIC = re.compile("[\u0400-\u04ff]")
+
+
+def _decode_lines(data: bytes) -> tuple[str, str]:
+    """A file that is not UTF-8 as a whole, decoded line by line: Windows-1251, or a mix of UTF-8 and
+    Windows-1251 lines (two exports pasted together). A line that is not UTF-8 is taken as Windows-1251 only when
+    that reading is unambiguous (``_plain_cyrillic``); otherwise the file is refused with those line numbers:
+    never silently misread (``José`` must not become ``JosГ©``, nor Latin-1 ``Ünïcödé`` become ``Ьnпcцdй``)."""
+    parts = _EOL.split(data)
+    texts: list[str] = []
+    utf8_lines = 0
+    bad: list[int] = []
+    for i, part in enumerate(parts):
+        if i % 2:  # a line ending
+            texts.append(part.decode("ascii"))
+            continue
+        try:
+            line = part.decode("utf-8")
+            utf8_lines += any(b >= 0x80 for b in part)
+        except UnicodeDecodeError:
+            try:
+                line = part.decode("cp1251")
+            except UnicodeDecodeError:
+                line = ""
+                bad.append(i // 2 + 1)
+            else:
+                if not _plain_cyrillic(line):
+                    bad.append(i // 2 + 1)
+        texts.append(line)
+    if bad:
+        shown = ", ".join(str(n) for n in bad[:20]) + (f" and {len(bad) - 20} more" if len(bad) > 20 else "")
         raise LoaderError(
-            "cannot decode the file: it is neither UTF-8 nor Windows-1251; save it as UTF-8 CSV"
-        ) from None
-    sample = text[:200_000]
-    plausible = sum(1 for ch in sample if ch.isprintable() or ch in "\r\n\t")
-    cyr = sum(1 for ch in sample if "\u0400" <= ch <= "\u04ff")
-    if plausible < 0.98 * len(sample) or (cyr == 0 and any(b >= 0x80 for b in data[:200_000])):
-        raise LoaderError(
-            "cannot decode the file: it is neither UTF-8 nor Windows-1251; save it as UTF-8 CSV"
+            f"cannot decode the file: line(s) {shown} are neither UTF-8 nor clearly Windows-1251 (Cyrillic); "
+            "fix them or save the file as UTF-8 CSV"
         )
-    return text, "cp1251"
+    return "".join(texts), MIXED_ENCODING if utf8_lines else "cp1251"
+
+
+def _plain_cyrillic(line: str) -> bool:
+    """Printable, with Cyrillic letters, and no word mixing Latin and Cyrillic letters (``Ьnпcцdй`` is Latin-1
+    read as Windows-1251)."""
+    if not _CYRILLIC.search(line) or not all(ch.isprintable() or ch == "\t" for ch in line):
+        return False
+    return not any(_LATIN.search(word) and _CYRILLIC.search(word) for word in re.findall(r"[^\W\d_]+", line))
+
+
+_LATIN = re.compile("[A-Za-z\u00c0-\u024f]")
 
 
 def sniff_delimiter(text: str) -> str:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -30,11 +31,15 @@ from dialer.dialing.live import LiveState
 from dialer.logs import log_event
 from dialer.metrics import CONTENT_TYPE, Metrics
 from dialer.outcomes.events import Processed, WebhookProcessor
+from dialer.outcomes.webhook_guard import GLOBAL, FailureGuard, LogBudget, RefuseExhausted, TokenBuckets
 from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS, verify_webhook
 
 log = logging.getLogger("dialer.webhooks")
 
 MAX_BODY_BYTES = 64 * 1024
+# Real events are a few hundred bytes: a source over its failure budget may still send bodies this small (larger
+# ones are refused unread by ``RefuseExhausted``).
+_SMALL_BODY = 4 * 1024
 _MAX_BATCH = 64
 
 
@@ -134,12 +139,15 @@ def create_webhook_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     time_scale: float = 1.0,
     routes: Sequence[BaseRoute] = (),
+    guard: FailureGuard | None = None,
 ) -> Starlette:
     """The webhook app: ``GET/POST {path}``, ``GET /healthz``, ``GET /metrics``, and ``routes`` served beside them
     (the daemon mounts the agents' API, ``dialer.agents.api``, at ``/api``).
 
-    ``verify=False`` accepts unsigned events (logged as a WARNING at start-up); with ``verify=True`` a secret is
-    required. The app's ``state.processor`` is the ``WebhookProcessor`` (tests and the daemon may use it).
+    ``verify=False`` accepts unsigned events of the known kinds (logged as a WARNING at start-up); with
+    ``verify=True`` a secret is required and only verified events reach the database, the liveness clock and
+    ``/metrics``. An event name with no signing rule is refused (403) either way; refused requests are budgeted
+    per source and overall (``guard``, default ``webhook_guard.FailureGuard()``). The app's ``state.processor`` is the ``WebhookProcessor`` (tests and the daemon may use it).
     ``/metrics`` reads its call counters from ``db_engine`` (unless ``metrics`` already has a database).
     ``time_scale`` is a sped-up simulator world's (see ``WebhookProcessor``).
     """
@@ -156,28 +164,45 @@ def create_webhook_app(
     processor = WebhookProcessor(db_engine, live, metrics, time_scale=time_scale)
     writer = _EventWriter(processor)
 
+    guard = guard or FailureGuard()
+    refusal_logs = LogBudget()
+    unknown_seen = LogBudget(max_keys=1000)
+    unknown_lines = TokenBuckets(1 / 6, 10, max_keys=1)
+
+    async def refuse(client: str, status: int, text: str, message: str | None, **fields: object) -> Response:
+        """A refused request: counted, logged within the source's log budget, 429 once over its failure budget."""
+        if not guard.failed(client):
+            metrics.inc("dialer_webhook_rate_limited_total")
+            await guard.slow_down()
+            return PlainTextResponse("too many refused requests", status_code=429)
+        left_out = None if message is None else refusal_logs.allow(client)
+        if message is not None and left_out is not None:
+            log_event(log, logging.WARNING, message, client=client, left_out=left_out, **fields)
+        return PlainTextResponse(text, status_code=status)
+
     async def hook(request: Request) -> Response:
         if request.method == "GET":
             echo = request.query_params.get("zd_echo")
             return PlainTextResponse(echo if echo is not None else "ok")
         received_at = datetime.now(UTC)
+        client = _client(request)
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+        size = int(length) if length is not None and length.isdigit() else None
+        if size is not None and size > max_body_bytes:
             metrics.inc("dialer_webhook_malformed_total")
-            return PlainTextResponse("body too large", status_code=413)
+            return await refuse(client, 413, "body too large", "webhook refused: body too large", size=size)
         try:
             form = await request.form(max_files=5, max_fields=200, max_part_size=max_body_bytes)
         except Exception as exc:
             metrics.inc("dialer_webhook_malformed_total")
-            log_event(
-                log,
-                logging.WARNING,
+            return await refuse(
+                client,
+                400,
+                "malformed body",
                 "malformed webhook body",
-                client=_client(request),
                 error=type(exc).__name__,
-                content_type=request.headers.get("content-type", ""),
+                content_type=request.headers.get("content-type", "")[:100],
             )
-            return PlainTextResponse("malformed body", status_code=400)
         fields: dict[str, str] = {}
         for name, value in form.multi_items():
             if isinstance(value, str) and name not in fields:
@@ -186,30 +211,34 @@ def create_webhook_app(
         event = fields.get("event", "").strip()
         if not event:
             metrics.inc("dialer_webhook_malformed_total")
-            log_event(
-                log,
-                logging.WARNING,
+            return await refuse(
+                client,
+                400,
+                "missing event",
                 "webhook without an event field",
-                client=_client(request),
                 fields=",".join(sorted(fields))[:200],
             )
-            return PlainTextResponse("missing event", status_code=400)
         fields["event"] = event
+        if event not in WEBHOOK_SIGNED_FIELDS:
+            # No signing rule known: it cannot be verified, so it is never stored, counted or taken as a sign of
+            # life. Its name is logged the first time only (a bounded set), and those lines are rate-limited.
+            metrics.inc("dialer_webhook_unknown_events_total")
+            if unknown_seen.first(event) and unknown_lines.take(GLOBAL):
+                log_event(log, logging.WARNING, "webhook refused: unknown event", event=event[:100], client=client)
+            return await refuse(client, 403, "unknown event", None)
         signature = request.headers.get("signature")
-        known = event in WEBHOOK_SIGNED_FIELDS
-        ok = bool(secret) and known and verify_webhook(fields, signature, secret)
-        if verify and known and not ok:
+        ok = bool(secret) and verify_webhook(fields, signature, secret)
+        if verify and not ok:
             metrics.inc("dialer_webhook_signature_failures_total")
-            log_event(
-                log,
-                logging.WARNING,
+            return await refuse(
+                client,
+                403,
+                "bad signature",
                 "webhook refused: bad signature",
                 event=event,
-                pbx_call_id=fields.get("pbx_call_id", ""),
-                client=_client(request),
+                pbx_call_id=fields.get("pbx_call_id", "")[:100],
                 signature="missing" if not signature else "wrong",
             )
-            return PlainTextResponse("bad signature", status_code=403)
         try:
             result = await writer.process(fields, received_at, ok)
         except Exception as exc:
@@ -265,6 +294,15 @@ def create_webhook_app(
             *routes,
         ],
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                RefuseExhausted,
+                path=path,
+                guard=guard,
+                small_body=_SMALL_BODY,
+                on_refused=lambda: metrics.inc("dialer_webhook_rate_limited_total"),
+            )
+        ],
     )
     app.state.processor = processor
     app.state.live = live

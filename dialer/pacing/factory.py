@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dialer.pacing.base import Policy
+from dialer.pacing.governor import AbandonGovernor
 from dialer.pacing.predictive import PredictivePolicy
 from dialer.pacing.simple import ProgressivePolicy, RatioPolicy
 from dialer.pacing.vicidial import VicidialPolicy
@@ -40,13 +41,18 @@ def _options(text: str, allowed: dict[str, str], spec: str) -> dict[str, float]:
     return out
 
 
-def make_policy(spec: str, abandon_target: float = 0.03) -> Policy:
-    """Build a fresh policy from a campaign's pacing string.
+def make_policy(spec: str, abandon_target: float = 0.03) -> AbandonGovernor:
+    """Build a fresh policy from a campaign's pacing string, inside the abandon governor that keeps the
+    campaign's cap whatever the policy does (``dialer.pacing.governor``; the policy itself is ``.inner``).
 
     ``progressive``, ``ratio:K`` (e.g. ``ratio:1.5``), ``vicidial`` (ADAPT_TAPERED), ``vicidial-average``
     (ADAPT_AVERAGE), ``predictive``. VICIdial and predictive accept tuning options after a colon, e.g.
     ``vicidial:intensity=20,diff=1`` or ``predictive:margin=1.0``. ``abandon_target`` is the campaign's cap.
     """
+    return AbandonGovernor(_policy(spec, abandon_target), abandon_target)
+
+
+def _policy(spec: str, abandon_target: float) -> Policy:
     name, _, rest = spec.strip().partition(":")
     name = name.strip().lower()
     if name == "progressive" and not rest:

@@ -156,15 +156,21 @@ def _parse_fields(value: Any) -> dict[str, Any]:
 
 
 def contact_field_names(engine: Engine, campaign_id: int) -> list[str]:
-    """Every key of the campaign's ``Contact.fields``, in order of first appearance."""
+    """The keys of the campaign's ``Contact.fields``, in order of first appearance, at most ``MAX_FIELD_COLUMNS``:
+    every export row has every column, so a campaign whose loads brought many different columns must not make
+    each of a million rows that wide (a load keeps at most 200 columns; the fields stay in the database)."""
     c = table("contact")
     seen: dict[str, None] = {}
     stmt = sa.select(raw(c.c.fields)).where(c.c.campaign_id == campaign_id).order_by(c.c.id)
     with reader(engine).connect() as conn:
         for (value,) in conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(stmt):
             for key in _parse_fields(value):
-                seen.setdefault(str(key), None)
+                if len(seen) < MAX_FIELD_COLUMNS:
+                    seen.setdefault(str(key), None)
     return list(seen)
+
+
+MAX_FIELD_COLUMNS = 400
 
 
 def contact_columns(field_names: Sequence[str]) -> list[Column]:

@@ -354,6 +354,9 @@ class _TableFeed:
                 self.progress(take)
 
 
+_ZIP64_CELLS = 10_000_000  # ~60 bytes of XML a cell: past this a sheet may not fit a 2 GiB zip member
+
+
 def _sheet_files(z: zipfile.ZipFile) -> dict[str, str]:
     """Sheet name -> its XML part in the package (read from the workbook, not guessed)."""
     ns = {
@@ -397,7 +400,8 @@ def _fill_sheets(
                 head,
                 count=1,
             )
-            with zout.open(info.filename, "w") as out:
+            # A sheet's XML can pass 2 GiB (a million rows of many fields): zip64 then, or zipfile refuses to go on.
+            with zout.open(info.filename, "w", force_zip64=rows * width > _ZIP64_CELLS) as out:
                 out.write(head.encode("utf-8"))
                 for chunk in feed.sheet_rows(rows, datetime_style):
                     out.write(chunk)

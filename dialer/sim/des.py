@@ -7,8 +7,10 @@ numbers: the k-th call placed on a day has the same fate whichever policy placed
 through all the days of a run, like a daemon running a campaign for days; the campaign's legal abandon window
 (30 days) therefore covers the whole run, and "today" resets each day.
 
-The policy is asked every simulated second and whenever a customer answers or an agent becomes free. What it sees
-depends on the scenario's webhooks: with any webhooks it sees the PBX's live agent and call state; with
+The policy is asked every simulated second and whenever a customer answers, an agent becomes free, or an agent's
+presence changes. The team it paces for is the daemon's: the agents logged in and not on a break, plus those finishing
+a call before leaving, as their own login, pause, return and logout events report it (the daemon's presence feed),
+never the schedule's count. What else it sees depends on the scenario's webhooks: with any webhooks it sees the PBX's live agent and call state; with
 ``profile = "none"`` it sees only its own unresolved calls and the finished calls' statistics rows, which appear
 ``lag_s`` after the call ends and are fetched by a poll every 20 s (3 statistics requests a minute).
 
@@ -32,7 +34,10 @@ from dialer.sim.scenario import DAY_S, Scenario, ScenarioError, read_scenario_to
 
 STATS_POLL_S = 20.0
 DRAIN_S = 120.0
-_TRIGGERS = frozenset(("answered", "wrapup_end", "agent_login"))
+# Events that wake the policy at once: as the daemon ticks a campaign when an agent's presence changes.
+_TRIGGERS = frozenset(("answered", "wrapup_end"))
+# The agents' presence feed: what each model event makes of the agent, for the team the policy paces for.
+_PRESENCE = {"agent_login": True, "agent_ready": True, "agent_pause": False, "agent_logout": False}
 
 
 @dataclass
@@ -135,7 +140,8 @@ def upper_bound(bench: BenchScenario, model: CallModel, t0: float, t1: float, st
         mid = t + dt / 2
         n = model.logged_in_agents(mid)
         if n > 0:
-            cap_agents = n * talk / (talk + wrap) if talk + wrap > 0 else 0.0
+            # Agents on a break are logged in (the denominator) but take no calls.
+            cap_agents = model.working_agents(mid) * talk / (talk + wrap) if talk + wrap > 0 else 0.0
             cap_rate = per_s * model.answer_probability_at(mid) * talk
             num += min(cap_agents, cap_rate) * dt
             den += n * dt
@@ -175,6 +181,9 @@ class _Day:
         self.seq = 0
         self.seen_answered = 0
         self.seen_abandoned = 0
+        # The team as the daemon's presence reports it: logged in and not paused, plus those finishing a call
+        # before a break or logout (``dialer.agents.presence``), read off the agents' own moves, not the schedule.
+        self.working: set[str] = set()
 
     def _record(self, call: SimCall) -> FinishedCall:
         return FinishedCall(
@@ -226,6 +235,12 @@ class _Day:
                 self.ringing.pop(ev.call_id, None)
                 if kind == "answered":
                     wake = True
+            elif kind in _PRESENCE:
+                if _PRESENCE[kind]:
+                    self.working.add(ev.agent)
+                else:
+                    self.working.discard(ev.agent)
+                wake = True
             elif kind in _TRIGGERS:
                 wake = True
         return wake
@@ -290,7 +305,7 @@ def _run_day(d: _Day, pol: Policy, win_ans0: int, win_ab0: int, recorder: Record
         ab_today = d.abandoned if live else d.seen_abandoned
         w = int((now - t0) // window_s)
         budget = per_window - d.windows_used.get(w, 0)
-        n_logged = model.logged_in_agents(now)
+        n_logged = len(d.working)
         if live:
             return Observation(
                 now=now,

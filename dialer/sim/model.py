@@ -12,6 +12,13 @@ Lifecycle of a predicted callback (times in model seconds, every duration divide
 ``connect_grace_s``) or ``abandoned`` at ``answered_at + connect_grace_s`` (the PBX then plays the abandon message
 for ``ivr_message_s`` and hangs up). With ``defer_routing`` the grace counts from the driver's :meth:`route` call. A connected call ends with ``talk_end`` and the agent's ``wrapup_end``
 (emitted even for zero wrap-up). Every call emits ``ended`` exactly once, when its customer leg is over.
+
+Agents log in and out on the scenario's schedule (``agent_login``, ``agent_logout``) and take its breaks
+(``agent_pause``, ``agent_ready``); one in a call when their shift or break starts finishes the call and its wrap-up
+first. With ``gate_agents`` an agent logging in or back from a break is ``held`` (present, not yet taking calls)
+until the driver calls :meth:`release`: the HTTP simulator's desk releases them once the dialer has confirmed them
+ready, so the PBX never connects a customer to someone the dialer does not count; and a call redirected to an
+extension waits for that agent only (as a real redirect rings one extension), never for whoever frees first.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from dialer.sim.agenda import in_period
 from dialer.sim.scenario import DAY_S, Scenario
 
 # Internal heap event codes.
@@ -53,10 +61,14 @@ class ModelEvent(NamedTuple):
 class SimAgent:
     extension: str
     logged_in: bool = False
-    state: str = "offline"  # "idle" | "talking" | "wrapup" | "offline"
+    state: str = "offline"  # "idle" | "talking" | "wrapup" | "paused" | "held" | "offline"
     since: float = 0.0
     call_id: str | None = None
     pending_logout: bool = False
+    pause_code: str | None = None
+    pending_pause: str | None = None  # a break that starts when the current call and wrap-up end
+    breaks_taken: int = 0
+    break_slot: int | None = None  # which of the scenario's breaks the agent is on (or will take after the call)
     calls_taken: int = 0
     talk_total: float = 0.0
     wrapup_total: float = 0.0
@@ -115,6 +127,7 @@ class CallModel:
         *,
         time_scale: float = 1.0,
         defer_routing: bool = False,
+        gate_agents: bool = False,
     ) -> None:
         """``start_time`` is the model time at which the shift clock reads ``[shift] start``.
 
@@ -128,6 +141,7 @@ class CallModel:
         self.start_time = float(start_time)
         self.time_scale = float(time_scale)
         self.defer_routing = defer_routing
+        self.gate_agents = gate_agents
         self.router: Router | None = None
         self.now = self.start_time
         self.calls: dict[str, SimCall] = {}
@@ -153,10 +167,9 @@ class CallModel:
         self._q_busy = self._q_failed + scenario.p_busy
         self._fixed = {k2.lstrip("+"): v for k2, v in scenario.fixed_numbers.items()}
         self._const_p = None if scenario.answer_schedule else scenario.answer_probability
-        self._schedule_clocks = sorted(
-            {s.start_s % DAY_S for s in scenario.agent_schedule}
-            | {s.end_s % DAY_S for s in scenario.agent_schedule}
-        )
+        periods = [(p.start_s, p.end_s) for p in scenario.agent_schedule]
+        periods += [(b.start_s, b.end_s) for b in scenario.agent_breaks]
+        self._schedule_clocks = sorted({t % DAY_S for p in periods for t in p})
         self._apply_schedule(self.start_time)
         if self._schedule_clocks:
             self._push_next_schedule(self.start_time)
@@ -177,6 +190,11 @@ class CallModel:
     def logged_in_agents(self, t: float) -> int:
         """Agents the schedule has logged in at ``t`` (an agent finishing a call before logging out not counted)."""
         return min(len(self.agents), self.scenario.scheduled_agents_at_clock(self.clock(t)))
+
+    def working_agents(self, t: float) -> int:
+        """Agents the schedule has logged in and not on a break at ``t``."""
+        on_break = sum(self.scenario.breaks_at_clock(self.clock(t)).values()) if self.scenario.agent_breaks else 0
+        return max(0, self.logged_in_agents(t) - on_break)
 
     # -- driver API ------------------------------------------------------------------------------------
     def place_call(self, to: str, now: float, from_: str | None = None) -> SimCall:
@@ -258,6 +276,15 @@ class CallModel:
             self._abandon(call, t, "cancel")
         else:
             self._route(call, t, target)
+        return True
+
+    def release(self, extension: str, now: float) -> bool:
+        """A ``held`` agent starts taking calls (``gate_agents``); False if they are not held."""
+        self._run(now)
+        agent = self._by_ext.get(extension)
+        if agent is None or agent.state != "held":
+            return False
+        self._free(agent, max(now, self.now))
         return True
 
     # -- stats helpers ---------------------------------------------------------------------------------
@@ -369,8 +396,20 @@ class CallModel:
         if agent.pending_logout:
             self._logout(agent, t)
             return
+        if agent.pending_pause is not None:
+            self._pause(agent, t, agent.pending_pause)
+            return
         waiting = self._waiting
-        while waiting:
+        if self.gate_agents:
+            # A call redirected to one extension rings only that one (its agent may have just left the desk).
+            for call in list(waiting):
+                if call.state != "waiting":
+                    waiting.remove(call)
+                elif call.requested_agent in (None, agent.extension):
+                    waiting.remove(call)
+                    self._connect(call, agent, t)
+                    return
+        while waiting and not self.gate_agents:
             call = waiting.popleft()
             if call.state == "waiting":
                 self._connect(call, agent, t)
@@ -431,24 +470,83 @@ class CallModel:
                     break
                 self._logout(self._idle.pop(ext), t)
                 extra -= 1
+            # Then those on a break or not yet taking calls, then busy ones after their current call.
+            for a in reversed(active):
+                if extra > 0 and a.state in ("paused", "held"):
+                    self._logout(a, t)
+                    extra -= 1
             for a in reversed(active):
                 if extra == 0:
                     break
                 if a.logged_in and not a.pending_logout and a.state != "offline":
                     a.pending_logout = True
                     extra -= 1
+        if self.scenario.agent_breaks:
+            self._apply_breaks(t)
+
+    def _apply_breaks(self, t: float) -> None:
+        """Each break of the scenario holds its own ``count`` agents: those back first, then those leaving."""
+        c = self.clock(t)
+        wanted = [b.count if in_period(b.start_s, b.end_s, c) else 0 for b in self.scenario.agent_breaks]
+        for i, n in enumerate(wanted):
+            on = [a for a in self.agents if a.logged_in and a.break_slot == i]
+            # Back from the break: first those still waiting to start it, then the longest paused.
+            on.sort(key=lambda a: (a.pending_pause is None, a.since))
+            for a in on[: max(0, len(on) - n)]:
+                a.break_slot = None
+                if a.pending_pause is not None:
+                    a.pending_pause = None
+                else:
+                    self._unpause(a, t)
+        for i, n in enumerate(wanted):
+            on = [a for a in self.agents if a.logged_in and a.break_slot == i]
+            # Breaks go round the team: those who have had the fewest first, an idle one before a busy one.
+            # A held agent (not yet confirmed ready by the dialer) may start the day on a break too.
+            cands = [a for a in self.agents if a.state in ("idle", "held", "talking", "wrapup")
+                     and not a.pending_logout and a.break_slot is None]  # fmt: skip
+            cands.sort(key=lambda a: (a.breaks_taken, a.state not in ("idle", "held")))
+            code = self.scenario.agent_breaks[i].code
+            for a in cands[: max(0, n - len(on))]:
+                a.break_slot = i
+                a.breaks_taken += 1
+                if a.state in ("idle", "held"):
+                    self._idle.pop(a.extension, None)
+                    self._pause(a, t, code)
+                else:
+                    a.pending_pause = code
+
+    def _pause(self, agent: SimAgent, t: float, code: str) -> None:
+        agent.state = "paused"
+        agent.pause_code = code
+        agent.pending_pause = None
+        agent.since = t
+        self._out.append(ModelEvent("agent_pause", t, None, agent.extension))
+
+    def _unpause(self, agent: SimAgent, t: float) -> None:
+        agent.pause_code = None
+        self._out.append(ModelEvent("agent_ready", t, None, agent.extension))
+        self._hold_or_free(agent, t)
+
+    def _hold_or_free(self, agent: SimAgent, t: float) -> None:
+        if self.gate_agents:
+            agent.state = "held"
+            agent.since = t
+        else:
+            self._free(agent, t)
 
     def _login(self, agent: SimAgent, t: float) -> None:
         agent.logged_in = True
         agent.pending_logout = False
         agent.login_at = t
         self._out.append(ModelEvent("agent_login", t, None, agent.extension))
-        self._free(agent, t)
+        self._hold_or_free(agent, t)
 
     def _logout(self, agent: SimAgent, t: float) -> None:
         agent.logged_in_total += t - agent.login_at
         agent.logged_in = False
         agent.pending_logout = False
+        agent.pause_code = agent.pending_pause = None
+        agent.break_slot = None
         agent.state = "offline"
         agent.since = t
         self._idle.pop(agent.extension, None)

@@ -73,6 +73,8 @@ class CallRecord:
     caller_name: str | None = None
     routed_by_webhook: bool = False
     webhook_answer: dict[str, Any] | None = None
+    notify_sent_at: float | None = None
+    routed_at: float | None = None
     cost: float = 0.0
     billseconds: int = 0
     stats_due_at: float | None = None

@@ -7,12 +7,25 @@ simulator is started at 3 a.m. or at noon, and in the discrete-event driver star
 
 from __future__ import annotations
 
-import math
-import random
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from dialer.sim.agenda import (
+    AgentBreak,
+    AgentShift,
+    DeskConfig,
+    breaks_summary,
+    in_period,
+    parse_breaks,
+    parse_desk,
+    parse_shifts,
+)
+from dialer.sim.units import DAY_S, Dist, ScenarioError, clock_label, parse_clock
+
+__all__ = ["DAY_S", "AgentBreak", "AgentShift", "DeskConfig", "Dist", "Scenario", "ScenarioError", "clock_label",
+           "default_scenario", "load_scenario", "parse_clock", "read_scenario_toml"]
 
 OUTCOMES = ("answered", "no_answer", "busy", "failed", "unallocated")
 WEBHOOK_PROFILES = ("full", "out-only", "pbx-only", "none")
@@ -24,103 +37,6 @@ FAULT_NAMES = (
     "webhook_drop",
     "statistics_lag_s",
 )
-DAY_S = 86400.0
-
-
-class ScenarioError(ValueError):
-    """The scenario file or dict is wrong; the message names the key."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dist:
-    """A duration distribution in seconds: const, uniform, exponential, lognormal or normal (truncated at 0)."""
-
-    kind: str = "const"
-    value: float = 0.0
-    low: float = 0.0
-    high: float = 0.0
-    mean: float = 0.0
-    sigma: float = 0.0
-
-    @classmethod
-    def parse(cls, raw: Any, where: str) -> Dist:
-        if isinstance(raw, int | float):
-            return cls("const", value=float(raw))
-        if not isinstance(raw, dict):
-            raise ScenarioError(
-                f'{where}: expected a number or a table like {{dist="exponential", mean=180}}'
-            )
-        kind = str(raw.get("dist", raw.get("kind", "const")))
-        try:
-            if kind == "const":
-                d = cls("const", value=float(raw.get("value", raw.get("mean", 0.0)) or 0.0))
-            elif kind == "uniform":
-                d = cls("uniform", low=float(raw["low"]), high=float(raw["high"]))
-                if d.high < d.low:
-                    raise ScenarioError(f"{where}: uniform high < low")
-            elif kind == "exponential":
-                d = cls("exponential", mean=float(raw["mean"]))
-            elif kind in ("lognormal", "normal"):
-                d = cls(
-                    kind,
-                    mean=float(raw["mean"]),
-                    sigma=float(raw.get("sigma", 0.5 if kind == "lognormal" else 0)),
-                )
-            else:
-                raise ScenarioError(
-                    f"{where}: unknown dist {kind!r} (const, uniform, exponential, lognormal, normal)"
-                )
-        except KeyError as exc:
-            raise ScenarioError(f"{where}: {kind} distribution needs {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, ScenarioError):
-                raise
-            raise ScenarioError(f"{where}: {exc}") from None
-        if d.expected() < 0 or d.low < 0 or d.value < 0:
-            raise ScenarioError(f"{where}: durations cannot be negative")
-        return d
-
-    def sample(self, rng: random.Random) -> float:
-        k = self.kind
-        if k == "exponential":
-            return rng.expovariate(1.0 / self.mean) if self.mean > 0 else 0.0
-        if k == "uniform":
-            return self.low + (self.high - self.low) * rng.random()
-        if k == "lognormal":
-            # ``mean`` is the mean of the duration itself (what an operator knows), not of its log.
-            s = self.sigma
-            mu = math.log(self.mean) - s * s / 2 if self.mean > 0 else 0.0
-            return rng.lognormvariate(mu, s) if self.mean > 0 else 0.0
-        if k == "normal":
-            return max(0.0, rng.gauss(self.mean, self.sigma))
-        return self.value
-
-    def expected(self) -> float:
-        k = self.kind
-        if k == "uniform":
-            return (self.low + self.high) / 2
-        if k in ("exponential", "lognormal", "normal"):
-            return self.mean
-        return self.value
-
-    def describe(self) -> str:
-        k = self.kind
-        if k == "uniform":
-            return f"uniform {self.low:g}-{self.high:g} s"
-        if k == "exponential":
-            return f"exponential mean {self.mean:g} s"
-        if k in ("lognormal", "normal"):
-            return f"{k} mean {self.mean:g} s sigma {self.sigma:g}"
-        return f"{self.value:g} s"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentShift:
-    """``count`` agents logged in from ``start`` to ``end`` (seconds on the shift clock, end may pass midnight)."""
-
-    start_s: float
-    end_s: float
-    count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +76,9 @@ class Scenario:
     extensions: list[str] = field(default_factory=list)
     wrapup: Dist = field(default_factory=lambda: Dist("const", value=0.0))
     agent_schedule: list[AgentShift] = field(default_factory=list)
+    agent_breaks: list[AgentBreak] = field(default_factory=list)
+    # The simulated agents at the dialer's console (HTTP simulator only); None: the PBX's agents just take calls.
+    desk: DeskConfig | None = None
     # calls
     answer_probability: float = 0.3
     answer_schedule: list[AnswerPoint] = field(default_factory=list)
@@ -264,13 +183,15 @@ class Scenario:
         """Agents the schedule wants logged in at a shift-clock time (seconds since midnight, any day)."""
         if not self.agent_schedule:
             return self.agent_count
-        c = clock_s % DAY_S
-        n = 0
-        for s in self.agent_schedule:
-            # An entry ending after midnight also covers the early hours of the next day.
-            if s.start_s <= c < s.end_s or s.start_s <= c + DAY_S < s.end_s:
-                n += s.count
-        return n
+        return sum(s.count for s in self.agent_schedule if in_period(s.start_s, s.end_s, clock_s))
+
+    def breaks_at_clock(self, clock_s: float) -> dict[str, int]:
+        """Pause code -> how many agents the breaks want paused at a shift-clock time."""
+        out: dict[str, int] = {}
+        for b in self.agent_breaks:
+            if in_period(b.start_s, b.end_s, clock_s):
+                out[b.code] = out.get(b.code, 0) + b.count
+        return out
 
     def answer_probability_at_clock(self, clock_s: float) -> float:
         pts = self.answer_schedule
@@ -314,6 +235,8 @@ class Scenario:
                 {"start": clock_label(s.start_s), "end": clock_label(s.end_s), "count": s.count}
                 for s in self.agent_schedule
             ],
+            "agent_breaks": breaks_summary(self.agent_breaks),
+            "desk": self.desk.summary() if self.desk is not None else None,
             "wrapup": self.wrapup.describe(),
             "answer_probability": self.answer_probability,
             "answer_schedule": [{"at": clock_label(p.at_s), "p": p.p} for p in self.answer_schedule],
@@ -348,28 +271,6 @@ def normalise_fault_name(name: str) -> str:
     return key
 
 
-def parse_clock(value: Any, where: str) -> float:
-    """ "09:30" or "09:30:15" -> seconds since midnight; "24:00" allowed as an end."""
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        parts = [int(x) for x in str(value).split(":")]
-        if len(parts) not in (2, 3):
-            raise ValueError
-        h, m = parts[0], parts[1]
-        s = parts[2] if len(parts) == 3 else 0
-        if not (0 <= h <= 24 and 0 <= m < 60 and 0 <= s < 60):
-            raise ValueError
-    except ValueError:
-        raise ScenarioError(f'{where}: expected a clock time like "09:00", got {value!r}') from None
-    return float(h * 3600 + m * 60 + s)
-
-
-def clock_label(seconds: float) -> str:
-    s = int(seconds) % int(DAY_S) if seconds < DAY_S else int(seconds - DAY_S)
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}"
-
-
 def _section(d: dict[str, Any], name: str) -> dict[str, Any]:
     sec = d.get(name, {})
     if not isinstance(sec, dict):
@@ -395,11 +296,24 @@ _KNOWN = {
         "fixed_numbers",
         "caller_names",
         "prices",
+        "desk",
     },
-    "agents": {"count", "extensions", "wrapup", "schedule"},
-    "calls": {"answer_probability", "answer_schedule", "answer_schedule_mode", "p_busy", "p_failed", "p_unallocated",
-              "ring_time", "max_ring_s", "connect_grace_s", "talk_time", "busy_after_s", "failed_after_s",
-              "ivr_message_s"},
+    "agents": {"count", "extensions", "wrapup", "schedule", "breaks"},
+    "calls": {
+        "answer_probability",
+        "answer_schedule",
+        "answer_schedule_mode",
+        "p_busy",
+        "p_failed",
+        "p_unallocated",
+        "ring_time",
+        "max_ring_s",
+        "connect_grace_s",
+        "talk_time",
+        "busy_after_s",
+        "failed_after_s",
+        "ivr_message_s",
+    },
     "limits": {"general_per_window", "statistics_per_window", "window_s"},
     "statistics": {"lag_s"},
     "webhooks": {"profile", "notify_start_timeout_s", "encoding", "recording"},
@@ -445,17 +359,13 @@ def _from_dict(d: dict[str, Any], source: str | None) -> Scenario:
     if "wrapup" in agents:
         kw["wrapup"] = Dist.parse(agents["wrapup"], "agents.wrapup")
     if "schedule" in agents:
-        shifts = []
-        for i, item in enumerate(agents["schedule"]):
-            where = f"agents.schedule[{i}]"
-            start = parse_clock(item.get("start", "00:00"), where + ".start")
-            end = parse_clock(item.get("end", "24:00"), where + ".end")
-            if end <= start:
-                end += DAY_S
-            shifts.append(AgentShift(start, end, int(item.get("count", 1))))
-        kw["agent_schedule"] = shifts
+        kw["agent_schedule"] = parse_shifts(agents["schedule"])
         # With a schedule and no explicit count, the team is as large as the schedule's busiest moment.
         kw.setdefault("agent_count", 0)
+    if "breaks" in agents:
+        kw["agent_breaks"] = parse_breaks(agents["breaks"])
+    if "desk" in d:
+        kw["desk"] = parse_desk(d["desk"])
 
     calls = _section(d, "calls")
     _check_keys(calls, "calls")

@@ -7,7 +7,8 @@ lasts one second. Durations in the ground truth are in world seconds, like the s
 
 Ground truth for tests (no signature needed): ``/_sim/calls``, ``/_sim/stats``, ``/_sim/agents``,
 ``/_sim/requests`` (every API request: arrival time, key, path, status), ``/_sim/webhook`` (GET to read, POST
-``url=...`` to point notifications elsewhere).
+``url=...`` to point notifications elsewhere), ``/_sim/desk`` (with a ``[desk]`` scenario: what the simulated agents
+told the dialer's agents API and when, and each disposition they saved; see ``dialer.sim.desk``).
 
 Invariant: all of it runs on the server's event loop, and every call the model places through ``/v1/`` has its
 :class:`CallRecord` in :attr:`Simulator.records` before the model can report an event for it, so what ``/_sim/``
@@ -29,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from dialer.sim import webhooks as wh
+from dialer.sim.desk import Desk
 from dialer.sim.model import CallModel, ModelEvent, SimCall
 from dialer.sim.ratelimit import RateLimiter
 from dialer.sim.records import AccountClock, CallRecord, StatisticsStore, bill, cost_row, pbx_rows
@@ -53,7 +55,9 @@ class Simulator:
         self.time_scale = float(time_scale)
         self.now = time.time
         self.started_at = self.now()
-        self.model = CallModel(scenario, self.started_at, time_scale=self.time_scale)
+        # With a desk, agents take calls only once the dialer has confirmed them ready (see dialer.sim.desk).
+        self.model = CallModel(scenario, self.started_at, time_scale=self.time_scale,
+                               gate_agents=scenario.desk is not None)  # fmt: skip
         self.clock = AccountClock(scenario.timezone)
         self.limiter = RateLimiter(
             scenario.general_per_window, scenario.statistics_per_window, scenario.window_s / self.time_scale
@@ -89,6 +93,7 @@ class Simulator:
         }
         self._kick: asyncio.Event | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self.desk = Desk(self, scenario.desk) if scenario.desk is not None else None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def startup(self) -> None:
@@ -96,6 +101,8 @@ class Simulator:
         await self.hooks.start()
         if self.initial_webhook_url:
             self.hooks.set_url(self.initial_webhook_url)
+        if self.desk is not None:
+            await self.desk.start()
         self._loop_task = asyncio.create_task(self._run_loop())
 
     async def shutdown(self) -> None:
@@ -103,6 +110,8 @@ class Simulator:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        if self.desk is not None:
+            await self.desk.close()
         await self.hooks.close()
 
     def kick(self) -> None:
@@ -131,6 +140,8 @@ class Simulator:
                 await asyncio.wait_for(kick.wait(), delay)
 
     def _on_event(self, e: ModelEvent) -> None:
+        if self.desk is not None:
+            self.desk.on_event(e)
         if e.call_id is None:
             return
         call = self.model.calls.get(e.call_id)
@@ -144,6 +155,7 @@ class Simulator:
                 return
             if self.hooks.pbx_active:
                 rec.routed_by_webhook = True
+                rec.notify_sent_at = self.now()
                 timeout = max(sc.notify_start_timeout_s / self.time_scale, 0.05)
                 self.hooks.send_and_answer(
                     call.id,
@@ -163,6 +175,7 @@ class Simulator:
 
     def _route_from_answer(self, call: SimCall, rec: CallRecord, answer: dict[str, Any] | None) -> None:
         target: str | None = None
+        rec.routed_at = self.now()
         if answer:
             rec.webhook_answer = answer
             name = answer.get("caller_name")
@@ -215,6 +228,7 @@ class Simulator:
             Route("/_sim/agents", self.sim_agents, methods=["GET"]),
             Route("/_sim/requests", self.sim_requests, methods=["GET"]),
             Route("/_sim/webhook", self.sim_webhook, methods=["GET", "POST"]),
+            Route("/_sim/desk", self.sim_desk, methods=["GET"]),
         ]
 
     def truth(self, call: SimCall, rec: CallRecord) -> dict[str, Any]:
@@ -244,6 +258,9 @@ class Simulator:
             "caller_name": rec.caller_name,
             "routed_by_webhook": rec.routed_by_webhook,
             "webhook_answer": rec.webhook_answer,
+            # The routing decision was made between these two (unix time): NOTIFY_START sent, its answer received.
+            "notify_sent_at": rec.notify_sent_at,
+            "routed_at": rec.routed_at,
             "placed_at": call.placed_at,
             "answered_at": call.answered_at,
             "connected_at": call.connected_at,
@@ -335,6 +352,11 @@ class Simulator:
                 for a in self.model.agents
             ]
         )
+
+    async def sim_desk(self, request: Request) -> Response:
+        if self.desk is None:
+            return JSONResponse({"error": "this scenario has no [desk]"}, status_code=404)
+        return JSONResponse(self.desk.snapshot())
 
     async def sim_webhook(self, request: Request) -> Response:
         if request.method == "POST":
