@@ -20,6 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlmodel import Session, col, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from dialer.asgi_thread import serve
 from dialer.dialing.live import LiveState
@@ -27,12 +31,20 @@ from dialer.models import AgentEvent, Attempt, WebhookEvent
 from dialer.outcomes.states import AgentState, AttemptState
 from dialer.outcomes.webhook_app import create_webhook_app
 from dialer.sim import webhooks as wh
+from dialer.sim.harness import run_simulator
 from dialer.sim.model import SimCall
 from dialer.sim.records import AccountClock, CallRecord
-from dialer.zadarma.signing import WEBHOOK_SIGNED_FIELDS, verify_webhook, webhook_signature
+from dialer.sim.scenario import Scenario
+from dialer.zadarma.signing import (
+    WEBHOOK_SIGNED_FIELDS,
+    params_string,
+    sign,
+    verify_webhook,
+    webhook_signature,
+)
 from tests.agent_api_support import EXTENSIONS, login, seed, webhook
 from tests.agent_api_support import serve as serve_centre
-from tests.conftest import PBX_NUMBER, SECRET, wait_for
+from tests.conftest import KEY, PBX_NUMBER, SECRET, wait_for
 from tests.e2e import scenario_text, stack
 from tests.webhooks_support import answer, make_db, start
 
@@ -190,8 +202,8 @@ def test_a_record_after_the_live_state_forgot_the_call_finds_its_attempt(tmp_pat
 
 @pytest.mark.slow
 def test_simulator_and_daemon_exchange_every_event_multipart_with_recording(tmp_path: Path) -> None:
-    """Two agents, ten customers who all answer, dialled three per free agent: some find nobody free and hear the
-    abandon message."""
+    """Two agents, ten customers who all answer. The abandon governor keeps so small a campaign from abandoning
+    anyone, so NOTIFY_IVR is the next test's."""
     world = (
         scenario_text(agents=2)
         .replace('profile = "full"', 'profile = "full"\nencoding = "multipart"\nrecording = true')
@@ -209,13 +221,12 @@ def test_simulator_and_daemon_exchange_every_event_multipart_with_recording(tmp_
         with st.db() as s:
             stored = list(s.exec(select(WebhookEvent)))
         kinds = {e.event for e in stored}
-        assert kinds == set(EVENTS), kinds
+        assert kinds == set(EVENTS) - {"NOTIFY_IVR"}, kinds
         assert all(e.signature_ok for e in stored)
         truth = st.truth()
         attempts = st.attempts()
         recorded = {a.phone for a in attempts if a.recording}
         assert recorded and recorded == {"+" + c["to"].lstrip("+") for c in truth if c["connected"]}
-        assert any(c["ivr"] == "1" for c in truth)
         wait_for(lambda: all(a.state == AttemptState.COMPLETED for a in st.attempts()), timeout=120,
                  what="every attempt completed")
         # The report shows which calls have a recording.
@@ -223,3 +234,38 @@ def test_simulator_and_daemon_exchange_every_event_multipart_with_recording(tmp_
         with (tmp_path / "report" / "attempts.csv").open(encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
         assert {r["phone"] for r in rows if r["recording"]} == recorded
+
+
+def test_the_simulator_says_when_the_abandon_message_has_played() -> None:
+    """A receiver that answers NOTIFY_START with ``ivr_play``: the simulated PBX plays the file, sends NOTIFY_IVR,
+    then ends the call; every event multipart and signed."""
+    got: list[tuple[dict[str, str], bool, str]] = []
+
+    async def hook(request: Request) -> Response:
+        if request.method == "GET":
+            return PlainTextResponse(request.query_params.get("zd_echo", ""))
+        fields = {k: str(v) for k, v in (await request.form()).items()}
+        got.append((fields, verify_webhook(fields, request.headers.get("Signature"), SECRET),
+                    request.headers.get("content-type", "")))  # fmt: skip
+        return JSONResponse({"ivr_play": "7"}) if fields["event"] == "NOTIFY_START" else PlainTextResponse("ok")
+
+    world = Scenario.from_dict({"agents": {"count": 1}, "fixed_numbers": {"442079460123": "answered"},
+                                "calls": {"ring_time": 4, "ivr_message_s": 8}, "statistics": {"lag_s": 0},
+                                "webhooks": {"encoding": "multipart", "notify_start_timeout_s": 40}})  # fmt: skip
+    app = Starlette(routes=[Route("/hook", hook, methods=["GET", "POST"])])
+    with serve(app) as hooks, run_simulator(world, key=KEY, secret=SECRET, time_scale=20,
+                                            webhook_url=hooks.url + "/hook") as sim:  # fmt: skip
+        assert sim.wait_webhook_verified(timeout=120)
+        path, params = "/v1/request/callback/", {"format": "json", "from": PBX_NUMBER, "to": "442079460123",
+                                                   "predicted": 1}  # fmt: skip
+        r = httpx.get(f"{sim.url}{path}?{params_string(params)}",
+                      headers={"Authorization": f"{KEY}:{sign(path, params, SECRET)}"}, timeout=10)  # fmt: skip
+        assert r.json()["status"] == "success"
+        (call,) = sim.wait_calls_ended(timeout=120)
+        wait_for(lambda: any(f["event"] == "NOTIFY_END" for f, _, _ in got), timeout=120, what="NOTIFY_END")
+    assert call["ivr"] == "7" and call["abandoned"] and not call["connected"]
+    pbx = [f["event"] for f, _, _ in got if f["pbx_call_id"].startswith("in_")]
+    assert pbx == ["NOTIFY_START", "NOTIFY_IVR", "NOTIFY_END"]
+    ivr = next(f for f, _, _ in got if f["event"] == "NOTIFY_IVR")
+    assert ivr["caller_id"] == "442079460123" and ivr["called_did"] == PBX_NUMBER and ivr["ivr_play"] == "7"
+    assert all(ok and ctype.startswith("multipart/form-data") for _, ok, ctype in got)
