@@ -220,8 +220,12 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+    def close(self) -> None:
+        """After :meth:`stop`: the database goes too (a PostgreSQL one is dropped); tests may read it until then."""
         if self._db_engine is not None:
             self._db_engine.dispose()
+            self._db_engine = None
         if self._pg_admin is not None:
             pg.drop_database(self._pg_admin, self.db_url)
             self._pg_admin.dispose()
@@ -295,3 +299,4 @@ def stack(tmp: Path, *, start_sim: bool = True, **kw: Any) -> Iterator[Stack]:
         yield st
     finally:
         st.stop()
+        st.close()
