@@ -146,34 +146,47 @@ def test_the_receiver_takes_each_event_urlencoded_and_multipart(
     assert [(e.event, e.signature_ok, e.payload) for e in stored] == [(event, True, fields)]
 
 
-def test_internal_end_ends_the_agents_call_and_record_stores_the_recording(tmp_path: Path) -> None:
+def test_internal_end_frees_an_unanswered_extension_and_record_stores_the_recording(tmp_path: Path) -> None:
     centre = seed(tmp_path)
-    alice, phone = EXTENSIONS["alice"], centre.phones[0]
+    alice = EXTENSIONS["alice"]
     try:
         with serve_centre(centre.db) as (server, _api), httpx.Client(base_url=server.url, timeout=10) as http:
             h = login(http, "alice")
+
+            def state() -> str:
+                return str(http.get("/api/me", headers=h).json()["state"]["state"])
+
             assert http.post("/api/state", json={"state": "ready"}, headers=h).status_code == 200
-            assert webhook(http, start(phone, "c0")).json()["redirect"] == alice
-            webhook(http, answer(phone, "c0", alice))
-            base = {"caller_id": phone.lstrip("+"), "called_did": PBX_NUMBER, "pbx_call_id": "in_c0"}
-            ended = {**start(phone, "c0"), "event": "NOTIFY_INTERNAL_END", "internal": alice}
+            # Customer 0 is routed to alice, whose phone rings out: her leg's end makes her ready again.
+            p0 = centre.phones[0]
+            assert webhook(http, start(p0, "c0")).json()["redirect"] == alice
+            assert state() == AgentState.RINGING
+            webhook(http, {**start(p0, "c0"), "event": "NOTIFY_INTERNAL_END", "internal": alice})
+            assert state() == AgentState.READY
+            # Customer 1 talks to her: her leg's end leaves the call to NOTIFY_END, which completes the attempt as
+            # it moves her to wrap-up (a disposition saved on call_ended then finds the attempt complete).
+            p1 = centre.phones[1]
+            assert webhook(http, start(p1, "c1")).json()["redirect"] == alice
+            webhook(http, answer(p1, "c1", alice))
+            ended = {**start(p1, "c1"), "event": "NOTIFY_INTERNAL_END", "internal": alice}
             webhook(http, ended)
-            me = http.get("/api/me", headers=h).json()
-            assert me["state"]["state"] == AgentState.WRAPUP  # the campaign's 30 s wrap-up, from the leg's end
+            assert state() == AgentState.TALKING
             end = {**ended, "event": "NOTIFY_END", "duration": "60", "disposition": "answered",
                    "last_internal": alice, "is_recorded": "1", "call_id_with_rec": "1780000005.72"}  # fmt: skip
             webhook(http, end)
-            webhook(http, {**base, "event": "NOTIFY_RECORD", "call_id_with_rec": "1780000005.72"})
+            assert state() == AgentState.WRAPUP
+            record = {"event": "NOTIFY_RECORD", "pbx_call_id": "in_c1", "call_id_with_rec": "1780000005.72"}
+            webhook(http, record)
             # The abandon message played to a customer nobody could take: linked, nothing more.
-            webhook(http, {**start(centre.phones[1], "c1"), "event": "NOTIFY_IVR"})
+            webhook(http, {**start(centre.phones[2], "c2"), "event": "NOTIFY_IVR"})
         with Session(centre.db) as s:
             attempts = {a.id: a for a in s.exec(select(Attempt))}
             moves = [(e.from_state, e.to_state) for e in s.exec(select(AgentEvent).order_by(col(AgentEvent.id)))]
-        first, second = attempts[centre.attempt_ids[0]], attempts[centre.attempt_ids[1]]
-        assert first.state == AttemptState.COMPLETED and first.connected and first.recording == "1780000005.72"
-        # One end of the call in the agent's session, not two: NOTIFY_END found it done.
-        assert moves[-2:] == [(AgentState.RINGING, AgentState.TALKING), (AgentState.TALKING, AgentState.WRAPUP)]
-        assert second.state == AttemptState.PLACED and second.pbx_call_id == "in_c1" and second.recording is None
+        talked, ivr = attempts[centre.attempt_ids[1]], attempts[centre.attempt_ids[2]]
+        assert talked.state == AttemptState.COMPLETED and talked.connected and talked.recording == "1780000005.72"
+        assert moves[-4:] == [(AgentState.RINGING, AgentState.READY), (AgentState.READY, AgentState.RINGING),
+                              (AgentState.RINGING, AgentState.TALKING), (AgentState.TALKING, AgentState.WRAPUP)]
+        assert ivr.state == AttemptState.PLACED and ivr.pbx_call_id == "in_c2" and ivr.recording is None
     finally:
         centre.db.dispose()
 

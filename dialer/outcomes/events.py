@@ -359,10 +359,12 @@ class WebhookProcessor:
             return None, aid
 
         if event == "NOTIFY_INTERNAL_END":
-            # The agent's leg is over: their session leaves the call now (NOTIFY_END then finds it done).
+            # An extension that rang and never answered is free again. A talked call's end waits for NOTIFY_END,
+            # which completes the attempt in the same transaction: a disposition saved on call_ended finds it done.
             call = self.live.call(aid) if aid is not None else None
-            talked = call is not None and call.connected_at is not None
-            self._agent_step(session, CallStep.ENDED, received_at, extension or None, ref, talked=talked)
+            if call is None or call.connected_at is None:
+                self.live.agent_leg_ended(pbx, extension, now, aid)
+                self._agent_step(session, CallStep.ENDED, received_at, extension or None, ref)
             return None, aid
 
         if event == "NOTIFY_ANSWER":

@@ -1,7 +1,7 @@
 """The webhook events after the call's main legs: a recording ready (NOTIFY_RECORD) and what it is stored on.
 
 NOTIFY_INTERNAL_END (an agent's leg is over) and NOTIFY_IVR (the abandon message was played) are folded in
-``dialer.outcomes.events``: the first ends the agent's call in their session, the second only links the call.
+``dialer.outcomes.events``: the first frees an extension that rang and never answered, the second only links.
 """
 
 from __future__ import annotations
