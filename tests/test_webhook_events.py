@@ -4,7 +4,8 @@ one does (NOTIFY_INTERNAL_END ends the agent's call, NOTIFY_RECORD stores the re
 
 The events are built by the simulator's own builders (``dialer.sim.webhooks``) for a simulated call, so what is
 checked is what ``dialer sim serve`` sends; the receiver is the daemon's app on a real uvicorn server over a real
-SQLite file. The last test runs the simulator and the daemon as processes with multipart bodies and recording on.
+SQLite file. The slow test runs the simulator and the daemon as processes with multipart bodies and recording on;
+the last one checks NOTIFY_IVR against a receiver that answers ``ivr_play``.
 """
 
 from __future__ import annotations
