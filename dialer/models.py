@@ -191,6 +191,8 @@ class Attempt(SQLModel, table=True):
     talk_seconds: float | None = None
     cost: float | None = None
     pbx_call_id: str | None = Field(default=None, index=True)
+    # NOTIFY_RECORD's ``call_id_with_rec`` for a recorded call (``/v1/pbx/record/request/`` gives its link).
+    recording: str | None = None
     live: bool = Field(default=True, nullable=False)
     updated_at: datetime = _created()
     # The agent session the customer was routed to (``agent`` above is the PBX extension Zadarma reports), and

@@ -31,6 +31,7 @@ NOT_OUR_STATES = {
     ("commands/agent.py", "ready"): "the name of the `dialer agent ready` command",
     ("ingest/campaigns.py", "wrapup"): "the name of the campaign setting (the wrap-up limit)",
     ("ingest/typed_settings.py", "wrapup"): "the name of the campaign setting (the wrap-up limit)",
+    ("live_bench.py", "failed"): "the simulator's count of webhook posts that failed (its /_sim/stats key)",
     **{(path, name): _LIVE_VIEW for path in ("dialing/live_types.py", "dialing/live.py", "dialing/status.py",
                                              "commands/run.py", "demo.py")
        for name in ("ringing", "talking", "wrapup")},

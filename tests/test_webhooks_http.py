@@ -180,7 +180,7 @@ def test_unknown_events_are_refused_never_stored_and_extra_fields_ignored(
 ) -> None:
     _, client, seeded, engine = env
     caplog.set_level(logging.WARNING, logger="dialer.webhooks")
-    unknown = {"event": "NOTIFY_INTERNAL_END", "pbx_call_id": "in_zz", "caller_id": "442037691880", "x": "1"}
+    unknown = {"event": "SPEECH_RECOGNITION", "pbx_call_id": "in_zz", "caller_id": "442037691880", "x": "1"}
     for _ in range(3):
         assert client.post("/zadarma", data=unknown, headers={"Signature": "x"}).status_code == 403
     extra = {**out_start(seeded.phones[2], "ex1"), "calltype": "callback", "dst_e164": "+1"}
@@ -190,7 +190,7 @@ def test_unknown_events_are_refused_never_stored_and_extra_fields_ignored(
     assert [e.event for e in stored] == ["NOTIFY_OUT_START"]
     assert stored[0].payload["calltype"] == "callback" and stored[0].signature_ok
     # Logged once per name, not once per request.
-    assert sum("NOTIFY_INTERNAL_END" in str(getattr(r, "fields", "")) for r in caplog.records) == 1
+    assert sum("SPEECH_RECOGNITION" in str(getattr(r, "fields", "")) for r in caplog.records) == 1
     assert "dialer_webhook_unknown_events_total 3" in client.get("/metrics").text
 
 

@@ -103,6 +103,8 @@ def test_webhook_vector() -> None:
         ("NOTIFY_OUT_START", "100" + "442037691881" + "2024-05-01 12:00:00"),
         ("NOTIFY_OUT_END", "100" + "442037691881" + "2024-05-01 12:00:00"),
         ("NOTIFY_RECORD", "out_123" + "rec_9"),
+        ("NOTIFY_INTERNAL_END", "442037691880442037691881" + "2024-05-01 12:00:00"),
+        ("NOTIFY_IVR", "442037691880442037691881" + "2024-05-01 12:00:00"),
     ],
 )
 def test_each_event_signs_its_own_fields(event: str, signed: str) -> None:

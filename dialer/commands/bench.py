@@ -165,3 +165,43 @@ def pacing(
     if plot is not None:
         write_plot(summaries, plot)
         typer.echo(f"plot written to {plot}")
+
+
+@app.command("live")
+def live(
+    scenario: list[Path] = typer.Option(..., "--scenario", "-s", help="Scenario TOML file (repeatable; run in turn)."),
+    hours: float = typer.Option(1.0, "--hours", min=0.01, help="Simulated hours measured from the campaign's start."),
+    time_scale: float = typer.Option(30.0, "--time-scale", "-x", min=1.0, help="Speed-up of the simulated world."),
+    policy: str = typer.Option("predictive", "--policy", "-p", help="Pacing spec the campaign runs (as --pacing)."),
+    des_seeds: int = typer.Option(5, "--des-seeds", min=1, help="Discrete-event seeds for the figure beside it."),
+    tick: float | None = typer.Option(None, "--tick", help="Daemon tick in wall seconds (default: 1 simulated s)."),
+    workdir: Path | None = typer.Option(None, "--dir", help="Keep the database and logs here (default: a temp dir)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write every figure to this JSON file."),
+    seed: list[int] = typer.Option([], "--seed", help="Live world seed (repeatable: one run each; default: the "
+                                   "scenario's)."),
+) -> None:
+    """Measure pacing in the live loop: `dialer sim serve` and `dialer run` as processes over HTTP with webhooks on,
+    for the world of a benchmark scenario; prints occupancy, abandon rate and 429s beside the discrete-event
+    figures for the same scenario and policy.
+
+    Example: dialer bench live --scenario benchmarks/scenarios/anchor-n20.toml --hours 1 --time-scale 30 --json live.json
+    """
+    from dialer.live_bench import LiveBenchOptions, results_table, run_live
+    from dialer.sim.scenario import ScenarioError
+
+    results = []
+    seeds: list[int | None] = list(seed) or [None]
+    runs = [(path, s) for path in scenario for s in seeds]
+    for i, (path, world_seed) in enumerate(runs):
+        opts = LiveBenchOptions(path, hours=hours, time_scale=time_scale, policy=policy, des_seeds=des_seeds,
+                                tick_s=tick, workdir=None if workdir is None else workdir / f"{i}-{path.stem}",
+                                seed=world_seed)
+        try:
+            results.append(run_live(opts, say=lambda line: typer.echo(line, err=True)))
+        except (ScenarioError, ValueError, RuntimeError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    typer.echo(results_table(results))
+    if json_out is not None:
+        json_out.write_text(json.dumps(results, indent=1))
+        typer.echo(f"results written to {json_out}")

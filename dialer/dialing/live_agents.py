@@ -143,6 +143,11 @@ class AgentSide:
             agent.state, agent.since, agent.held = AGENT_TALKING, now, False
             agent.pbx_call_id, agent.attempt_id = pbx_call_id, attempt_id
 
+    def agent_leg_ended(self, pbx_call_id: str | None, extension: str, now: float, attempt_id: int | None) -> None:
+        """NOTIFY_INTERNAL_END of an extension that never answered: the agent reserved for the call is free again."""
+        with self._lock:
+            self._release(extension, pbx_call_id, attempt_id, now)
+
     # --- internals --------------------------------------------------------------------------------------
 
     def _campaign(self, campaign_id: int) -> CampaignRecord:

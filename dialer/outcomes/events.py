@@ -32,6 +32,7 @@ from dialer.metrics import Metrics
 from dialer.models import Attempt, Campaign, WebhookEvent
 from dialer.outcomes.agent_states import CallStep, agent_call_step, changed_agents
 from dialer.outcomes.event_fields import customer_phone, dedup_key, other_leg
+from dialer.outcomes.leg_events import save_recording
 from dialer.outcomes.routing import abandon_answer, caller_answer, route_customer
 from dialer.outcomes.states import LIVE_ATTEMPT_STATES
 from dialer.outcomes.transitions import ANSWERED, CallOutcome, complete_attempt, normalise_disposition
@@ -46,6 +47,8 @@ _CUSTOMER_FIELD = {
     "NOTIFY_INTERNAL": "caller_id",
     "NOTIFY_ANSWER": "caller_id",
     "NOTIFY_END": "caller_id",
+    "NOTIFY_INTERNAL_END": "caller_id",
+    "NOTIFY_IVR": "caller_id",
 }
 _CAMPAIGN_REFRESH_S = 30.0
 _ANSWER_CACHE = 10_000
@@ -309,8 +312,11 @@ class WebhookProcessor:
         now = received_at.timestamp()
         pbx = f.get("pbx_call_id") or None
         field_name = _CUSTOMER_FIELD.get(event)
+        if event == "NOTIFY_RECORD" and pbx:
+            ref = self._find_attempt(session, pbx, None)
+            return None, save_recording(session, ref.id if ref is not None else None, f)
         if field_name is None:
-            return None, None  # NOTIFY_RECORD and events we do not know: stored, nothing to fold
+            return None, None  # events we do not know: stored, nothing to fold
         phone = customer_phone(f.get(field_name))
         ref = self._find_attempt(session, pbx, phone)
         if ref is not None:
@@ -352,6 +358,15 @@ class WebhookProcessor:
                 self._agent_step(session, CallStep.ROUTED, received_at, extension, ref)
             return None, aid
 
+        if event == "NOTIFY_INTERNAL_END":
+            # An extension that rang and never answered is free again. A talked call's end waits for NOTIFY_END,
+            # which completes the attempt in the same transaction: a disposition saved on call_ended finds it done.
+            call = self.live.call(aid) if aid is not None else None
+            if call is None or call.connected_at is None:
+                self.live.agent_leg_ended(pbx, extension, now, aid)
+                self._agent_step(session, CallStep.ENDED, received_at, extension or None, ref)
+            return None, aid
+
         if event == "NOTIFY_ANSWER":
             extension = extension or (f.get("destination") or "").strip()
             if extension:
@@ -364,7 +379,7 @@ class WebhookProcessor:
         if event == "NOTIFY_END":
             self._end(session, f, ref, pbx, received_at, notify)
             return None, aid
-        return None, aid  # NOTIFY_OUT_START: linking above was all
+        return None, aid  # NOTIFY_OUT_START, NOTIFY_IVR: linking above was all
 
     def _end(
         self,

@@ -97,6 +97,7 @@ ATTEMPT_COLUMNS = (
     Column("cost", "float"),
     Column("finished_at", "datetime"),
     Column("pbx_call_id", "text"),
+    Column("recording", "text"),
     Column("error", "text"),
     Column("agent_id", "int"),
     Column("agent_disposition", "text"),
@@ -328,6 +329,7 @@ def iter_attempt_frames(
             a.c.cost,
             raw(a.c.finished_at).label("finished_at"),
             a.c.pbx_call_id,
+            a.c.recording,
             a.c.error,
             a.c.agent_id,
             a.c.agent_disposition,
@@ -358,6 +360,7 @@ def iter_attempt_frames(
             data["cost"] = chunk["cost"]
             data["finished_at"] = _local(chunk["finished_at"], report.timezone)
             data["pbx_call_id"] = chunk["pbx_call_id"]
+            data["recording"] = chunk["recording"]
             data["error"] = chunk["error"]
             data["agent_id"] = chunk["agent_id"]
             data["agent_disposition"] = chunk["agent_disposition"]

@@ -145,7 +145,7 @@ def pbx_rows(
                 "destination": call.agent or call.requested_agent or "",
                 "disposition": call.pbx_disposition or "no answer",
                 "seconds": talk,
-                "is_recorded": "false",
+                "is_recorded": "true" if scenario.webhook_recording and call.connected else "false",
                 "pbx_call_id": rec.in_id,
                 "_t": float(int(call.answered_at)),
             }

@@ -104,6 +104,8 @@ class Scenario:
     # webhooks
     webhook_profile: str = "full"
     notify_start_timeout_s: float = 1.0
+    webhook_encoding: str = "urlencoded"  # "urlencoded" | "multipart": how the form bodies are sent
+    webhook_recording: bool = False  # calls are recorded: NOTIFY_END says so, then NOTIFY_RECORD follows
     # faults
     faults: dict[str, float] = field(default_factory=dict)
     # shift
@@ -153,6 +155,8 @@ class Scenario:
             )
         if self.webhook_profile not in WEBHOOK_PROFILES:
             raise ScenarioError(f"webhooks.profile must be one of {', '.join(WEBHOOK_PROFILES)}")
+        if self.webhook_encoding not in ("urlencoded", "multipart") or not isinstance(self.webhook_recording, bool):
+            raise ScenarioError('webhooks: encoding must be "urlencoded" or "multipart", recording true or false')
         if self.window_s <= 0 or self.general_per_window < 1 or self.statistics_per_window < 1:
             raise ScenarioError("limits: window_s must be > 0 and the sizes >= 1")
         if self.answer_schedule_mode not in ("step", "linear"):
@@ -312,7 +316,7 @@ _KNOWN = {
     },
     "limits": {"general_per_window", "statistics_per_window", "window_s"},
     "statistics": {"lag_s"},
-    "webhooks": {"profile", "notify_start_timeout_s"},
+    "webhooks": {"profile", "notify_start_timeout_s", "encoding", "recording"},
     "shift": {"start", "hours"},
     "account": {"balance", "currency", "billing", "sms_price", "sips"},
 }
@@ -414,6 +418,7 @@ def _from_dict(d: dict[str, Any], source: str | None) -> Scenario:
         kw["webhook_profile"] = str(hooks["profile"])
     if "notify_start_timeout_s" in hooks:
         kw["notify_start_timeout_s"] = _num(hooks, "notify_start_timeout_s", 1.0, "webhooks")
+    kw.update({f"webhook_{key}": hooks[key] for key in ("encoding", "recording") if key in hooks})
 
     faults = _section(d, "faults")
     kw["faults"] = {normalise_fault_name(k): _num(faults, k, 0.0, "faults") for k in faults}

@@ -66,7 +66,11 @@ class Simulator:
         self.records: dict[str, CallRecord] = {}
         self.balance = scenario.balance
         self.hooks = wh.WebhookSender(
-            secret, scenario.webhook_profile, drop_rate=scenario.fault("webhook_drop"), seed=scenario.seed
+            secret,
+            scenario.webhook_profile,
+            drop_rate=scenario.fault("webhook_drop"),
+            seed=scenario.seed,
+            encoding=scenario.webhook_encoding,
         )
         self.initial_webhook_url = webhook_url
         self.counters: Counter[str] = Counter()
@@ -202,7 +206,18 @@ class Simulator:
         if self.hooks.out_active:
             self.hooks.send(call.id, wh.out_end(call, rec, self.clock))
         if rec.routed_by_webhook:
-            self.hooks.send(call.id, wh.pbx_end(call, rec, self.clock, sc.pbx_number, self.time_scale))
+            # As the PBX orders them: the agent's leg ends (or the abandon message has played), then the call.
+            if call.connected:
+                self.hooks.send(call.id, wh.pbx_internal_end(call, rec, self.clock, sc.pbx_number))
+            if call.ivr is not None:
+                self.hooks.send(call.id, wh.pbx_ivr(call, rec, self.clock, sc.pbx_number))
+        recorded = sc.webhook_recording and call.connected
+        if rec.routed_by_webhook:
+            self.hooks.send(
+                call.id, wh.pbx_end(call, rec, self.clock, sc.pbx_number, self.time_scale, recorded=recorded)
+            )
+        if recorded:
+            self.hooks.send(call.id, wh.record(call, rec))
 
     # -- HTTP: ground truth ----------------------------------------------------------------------------------
     def routes(self) -> list[Route]:

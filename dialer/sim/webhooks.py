@@ -23,11 +23,14 @@ from dialer.zadarma.signing import webhook_signature
 log = logging.getLogger("dialer.sim.webhooks")
 
 OUT_EVENTS = frozenset({"NOTIFY_OUT_START", "NOTIFY_OUT_END"})
-PBX_EVENTS = frozenset({"NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER", "NOTIFY_END"})
+PBX_EVENTS = frozenset(
+    {"NOTIFY_START", "NOTIFY_INTERNAL", "NOTIFY_ANSWER", "NOTIFY_END", "NOTIFY_INTERNAL_END", "NOTIFY_IVR"}
+)
+# NOTIFY_RECORD is about the call, whichever legs are notified: sent whenever recording is on.
 PROFILE_EVENTS = {
-    "full": OUT_EVENTS | PBX_EVENTS,
-    "out-only": OUT_EVENTS,
-    "pbx-only": PBX_EVENTS,
+    "full": OUT_EVENTS | PBX_EVENTS | {"NOTIFY_RECORD"},
+    "out-only": OUT_EVENTS | {"NOTIFY_RECORD"},
+    "pbx-only": PBX_EVENTS | {"NOTIFY_RECORD"},
     "none": frozenset(),
 }
 VERIFY_RETRY_S = 1.0
@@ -41,8 +44,11 @@ def webhook_disposition(disposition: str | None) -> str:
 
 
 class WebhookSender:
-    def __init__(self, secret: str, profile: str, *, drop_rate: float = 0.0, seed: int = 0) -> None:
+    def __init__(
+        self, secret: str, profile: str, *, drop_rate: float = 0.0, seed: int = 0, encoding: str = "urlencoded"
+    ) -> None:
         self.secret = secret
+        self.multipart = encoding == "multipart"
         self.events = PROFILE_EVENTS[profile]
         self.profile = profile
         self.drop_rate = drop_rate
@@ -133,6 +139,7 @@ class WebhookSender:
             "url": self.url,
             "verified": self.verified,
             "profile": self.profile,
+            "encoding": "multipart" if self.multipart else "urlencoded",
             "in_flight_calls": len(self._chains),
             "last_verify_error": self.last_verify_error,
             **self.counters,
@@ -192,9 +199,13 @@ class WebhookSender:
         if self.drop_rate and self._rng.random() < self.drop_rate:
             self.counters["dropped"] += 1
             return None
-        signature = webhook_signature(fields, self.secret) or ""
+        headers = {"Signature": webhook_signature(fields, self.secret) or ""}
         try:
-            resp = await self.client.post(self.url, data=fields, headers={"Signature": signature})
+            if self.multipart:
+                body, headers["Content-Type"] = multipart_body(fields)
+                resp = await self.client.post(self.url, content=body, headers=headers)
+            else:
+                resp = await self.client.post(self.url, data=fields, headers=headers)
         except (httpx.HTTPError, RuntimeError) as exc:
             # RuntimeError: the client was closed under us while the server stops.
             self.counters["failed"] += 1
@@ -205,6 +216,16 @@ class WebhookSender:
         else:
             self.counters["sent"] += 1
         return resp
+
+
+def multipart_body(fields: dict[str, str]) -> tuple[bytes, str]:
+    """``multipart/form-data`` with text parts only, as the PBX sends it (httpx makes multipart only with files)."""
+    boundary = secrets.token_hex(16)
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def _json_answer(resp: httpx.Response | None) -> dict[str, Any] | None:
@@ -276,7 +297,7 @@ def pbx_answer(call: SimCall, rec: CallRecord, clock: AccountClock) -> dict[str,
 
 
 def pbx_end(
-    call: SimCall, rec: CallRecord, clock: AccountClock, pbx_number: str, scale: float = 1.0
+    call: SimCall, rec: CallRecord, clock: AccountClock, pbx_number: str, scale: float = 1.0, *, recorded: bool = False
 ) -> dict[str, str]:
     disposition = call.pbx_disposition or "no answer"
     answered = call.answered_at or call.placed_at
@@ -292,6 +313,30 @@ def pbx_end(
         "disposition": webhook_disposition(disposition),
         "last_internal": call.agent or "",
         "status_code": str(STATUS_CODES.get(disposition, 16)),
-        "is_recorded": "0",
-        "call_id_with_rec": "",
+        "is_recorded": "1" if recorded else "0",
+        "call_id_with_rec": recording_id(call) if recorded else "",
     }
+
+
+def pbx_internal_end(call: SimCall, rec: CallRecord, clock: AccountClock, pbx_number: str) -> dict[str, str]:
+    """The agent's leg is over (sent before the call's NOTIFY_END)."""
+    return {
+        **pbx_start(call, rec, clock, pbx_number),
+        "event": "NOTIFY_INTERNAL_END",
+        "internal": call.agent or "",
+        "disposition": webhook_disposition(call.pbx_disposition or "no answer"),
+    }
+
+
+def pbx_ivr(call: SimCall, rec: CallRecord, clock: AccountClock, pbx_number: str) -> dict[str, str]:
+    """The file an ``ivr_play`` answer asked for has been played to the caller (the abandon message)."""
+    return {**pbx_start(call, rec, clock, pbx_number), "event": "NOTIFY_IVR", "ivr_play": call.ivr or ""}
+
+
+def recording_id(call: SimCall) -> str:
+    """``call_id_with_rec``: the recorded PBX leg's ``call_id`` in the statistics (records.pbx_rows)."""
+    return f"{int(call.answered_at or call.placed_at)}.{call.seq}2"
+
+
+def record(call: SimCall, rec: CallRecord) -> dict[str, str]:
+    return {"event": "NOTIFY_RECORD", "call_id_with_rec": recording_id(call), "pbx_call_id": rec.in_id}

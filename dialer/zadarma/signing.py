@@ -55,6 +55,10 @@ WEBHOOK_SIGNED_FIELDS: dict[str, tuple[str, ...]] = {
     "NOTIFY_INTERNAL": ("caller_id", "called_did", "call_start"),
     "NOTIFY_ANSWER": ("caller_id", "destination", "call_start"),
     "NOTIFY_END": ("caller_id", "called_did", "call_start"),
+    # Not in Zadarma's table but sent by the PBX: signed like NOTIFY_INTERNAL (the npm ``zadarma`` handler checks
+    # it so), and checked here so a forged one cannot end an agent's call.
+    "NOTIFY_INTERNAL_END": ("caller_id", "called_did", "call_start"),
+    "NOTIFY_IVR": ("caller_id", "called_did", "call_start"),
     "NOTIFY_OUT_START": ("internal", "destination", "call_start"),
     "NOTIFY_OUT_END": ("internal", "destination", "call_start"),
     "NOTIFY_RECORD": ("pbx_call_id", "call_id_with_rec"),
